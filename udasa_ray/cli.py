@@ -1,0 +1,58 @@
+"""The `udasa` command: one subcommand per pipeline stage, each resumable over a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from udasa_ray.config import ConfigError, load_config
+from udasa_ray.data.ingest import IngestError
+from udasa_ray.models import ModelNotAvailable
+from udasa_ray.runs import RunDir
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="udasa", description="UDASA self-alignment on Ray.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def stage(name: str, help: str) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help)
+        s.add_argument("--config", help="YAML recipe (default: built-in defaults)")
+        s.add_argument("--run-dir", required=True, help="directory holding the run's artifacts")
+        s.add_argument("--force", action="store_true", help="redo the stage even if it finished")
+        s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. generation.n=5")
+        return s
+
+    ingest = stage("ingest", "read prompts: INPUT -> prompts.parquet + rejects.jsonl")
+    ingest.add_argument("input", nargs="?", help="file or hf:<dataset> (default: data.source)")
+    stage("generate", "sample N responses per prompt -> responses/")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # argparse puts a positional INPUT that looks like an override into `input`; move it back.
+    if getattr(args, "input", None) and "=" in args.input:
+        args.overrides.insert(0, args.input)
+        args.input = None
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"udasa: config error: {e}", file=sys.stderr)
+        return 2
+    run = RunDir(args.run_dir)
+    from udasa_ray import stages
+
+    try:
+        if args.command == "ingest":
+            stages.ingest_stage(cfg, run, args.input, args.force)
+        elif args.command == "generate":
+            stages.generate_stage(cfg, run, args.force)
+    except (IngestError, ModelNotAvailable) as e:
+        print(f"udasa: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Typed run configuration: dataclasses loaded from YAML, with dotted command-line overrides.
+
+Every number the pipeline uses lives here, so a recipe (configs/*.yaml) is the whole story of
+a run and its hash tells whether a finished stage can be reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, mistyped or impossible; the message names the key."""
+
+
+@dataclass
+class ModelsConfig:
+    policy: str = "bundled:smollm2-135m-instruct"
+    # Where bundled models are unpacked once (GGUF de-quantized, zips extracted).
+    cache_dir: str = "~/.cache/udasa-ray"
+
+
+@dataclass
+class DataConfig:
+    # A file (Alpaca JSON, JSONL, Parquet, CSV), "bundled:prompts", or "hf:<dataset name>".
+    source: str = "bundled:prompts"
+    hf_split: str = "train"
+    max_prompt_chars: int = 4000
+    # Keep only the first `limit` valid prompts (None = all); small runs and tests.
+    limit: int | None = None
+
+
+@dataclass
+class VLLMConfig:
+    tensor_parallel_size: int = 1
+    replicas: int = 1
+    batch_size: int = 64
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int = 4096
+    dtype: Literal["bfloat16", "float16", "float32", "auto"] = "bfloat16"
+    enable_prefix_caching: bool = True
+
+
+@dataclass
+class GenerationConfig:
+    backend: Literal["hf", "vllm"] = "hf"
+    n: int = 5
+    temperature: float = 0.8
+    top_p: float = 0.9
+    max_new_tokens: int = 128
+    seed: int = 0
+    # "chat": the tokenizer's chat template; "alpaca": for base models without one.
+    prompt_template: Literal["chat", "alpaca"] = "chat"
+    system_prompt: str | None = None
+    # hf backend: requests (prompt x sample) per forward batch, actor pool size, threads.
+    batch_size: int = 40
+    num_actors: int = 1
+    cpus_per_actor: float = 2.0
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+
+
+@dataclass
+class CurriculumConfig:
+    # K stages from K - 1 increasing thresholds on the Δu scale (SPEC §5).
+    thresholds: list[float] = field(default_factory=lambda: [0.4, 0.7])
+    scale: Literal["minmax", "raw", "quantile"] = "minmax"
+    cumulative: bool = False
+
+
+@dataclass
+class TrainConfig:
+    lr_stage1: float = 3e-6
+    lr: float = 5e-6
+    warmup_steps: int = 500
+    max_steps_per_stage: int = 3000
+    beta: float = 0.1
+
+
+@dataclass
+class RayConfig:
+    # None: join RAY_ADDRESS if set, else start a local Ray.
+    address: str | None = None
+    num_cpus: int | None = None
+
+
+@dataclass
+class Config:
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, *sections: str) -> str:
+        """Hash of the named sections: a stage reruns only when what it reads changed."""
+        d = self.to_dict()
+        blob = json.dumps({s: d[s] for s in sections}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _check_type(key: str, value: Any, tp: Any) -> Any:
+    """Return `value` coerced to `tp` (int -> float only), or raise ConfigError naming `key`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check_type(key, value, a)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            choices = ", ".join(map(repr, typing.get_args(tp)))
+            raise ConfigError(f"{key}: must be one of {choices}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_check_type(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(tp, value, key + ".")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+    if not isinstance(value, tp):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    return " or ".join(getattr(a, "__name__", str(a)) for a in typing.get_args(tp))
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key (known: {', '.join(sorted(names))})")
+    kwargs = {k: _check_type(prefix + k, v, hints[k]) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """'generation.n=5' -> {'generation': {'n': 5}}; the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"{text}: an override is key=value, e.g. generation.n=5")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    out: dict[str, Any] = value
+    for part in reversed(key.strip().split(".")):
+        if not part:
+            raise ConfigError(f"{key}: empty part in dotted key")
+        out = {part: out}
+    return out
+
+
+def validate(cfg: Config) -> None:
+    """Reject values that type-check but make no sense."""
+    g = cfg.generation
+    rules: list[tuple[bool, str]] = [
+        (g.n >= 2, f"generation.n: must be >= 2 to compare responses, got {g.n}"),
+        (g.temperature > 0, f"generation.temperature: must be > 0, got {g.temperature}"),
+        (0 < g.top_p <= 1, f"generation.top_p: must be in (0, 1], got {g.top_p}"),
+        (g.max_new_tokens >= 1, f"generation.max_new_tokens: must be >= 1, got {g.max_new_tokens}"),
+        (g.batch_size >= 1, f"generation.batch_size: must be >= 1, got {g.batch_size}"),
+        (g.num_actors >= 1, f"generation.num_actors: must be >= 1, got {g.num_actors}"),
+        (g.cpus_per_actor > 0, f"generation.cpus_per_actor: must be > 0, got {g.cpus_per_actor}"),
+        (g.vllm.tensor_parallel_size >= 1, "generation.vllm.tensor_parallel_size: must be >= 1"),
+        (g.vllm.replicas >= 1, "generation.vllm.replicas: must be >= 1"),
+        (0 < g.vllm.gpu_memory_utilization <= 1, "generation.vllm.gpu_memory_utilization: must be in (0, 1]"),
+        (cfg.data.max_prompt_chars >= 1, "data.max_prompt_chars: must be >= 1"),
+        (cfg.data.limit is None or cfg.data.limit >= 1, f"data.limit: must be >= 1, got {cfg.data.limit}"),
+        (cfg.train.lr_stage1 > 0, f"train.lr_stage1: must be > 0, got {cfg.train.lr_stage1}"),
+        (cfg.train.lr > 0, f"train.lr: must be > 0, got {cfg.train.lr}"),
+        (cfg.train.warmup_steps >= 0, f"train.warmup_steps: must be >= 0, got {cfg.train.warmup_steps}"),
+        (cfg.train.max_steps_per_stage >= 1, "train.max_steps_per_stage: must be >= 1"),
+        (cfg.train.beta > 0, f"train.beta: must be > 0, got {cfg.train.beta}"),
+    ]
+    for ok, msg in rules:
+        if not ok:
+            raise ConfigError(msg)
+    th = cfg.curriculum.thresholds
+    for i, (a, b) in enumerate(zip(th, th[1:])):
+        if not a < b:
+            raise ConfigError(
+                f"curriculum.thresholds: must increase (τ{i + 1} < τ{i + 2}), got {th}"
+            )
+    if len(th) > 3:
+        raise ConfigError(f"curriculum.thresholds: at most 3 (4 stages), got {len(th)}")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Load a YAML recipe (or the defaults), apply dotted overrides, type-check and validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    for o in overrides:
+        data = _merge(data, parse_override(o))
+    cfg = _build(Config, data)
+    validate(cfg)
+    return cfg

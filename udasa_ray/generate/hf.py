@@ -1,0 +1,82 @@
+"""The `hf` backend: a transformers model in a Ray Data actor, sampling with one RNG per request.
+
+`generate` samples from one global RNG, so a response would depend on which rows share its
+batch. Here a logits processor draws each row's token from that row's own generator (seeded by
+request_seed) and leaves only that token allowed; `generate` then picks it greedily. The result
+depends on the request's seed, not on batching or actor count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+from udasa_ray.generate.requests import ALPACA_TEMPLATE, chat_messages
+from udasa_ray.models import load_policy
+
+
+class SeededSampler(LogitsProcessor):
+    """Temperature + top-p sampling, row i drawing from generators[i]."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float) -> None:
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        sorted_p, sorted_idx = probs.sort(dim=-1, descending=True)
+        # Drop tokens once the mass before them reaches top_p (the first token always stays).
+        sorted_p[(sorted_p.cumsum(-1) - sorted_p) >= self.top_p] = 0.0
+        picks = [torch.multinomial(sorted_p[i], 1, generator=g) for i, g in enumerate(self.generators)]
+        tokens = sorted_idx.gather(-1, torch.stack(picks))
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(-1, tokens, 0.0)
+
+
+class HFGenerator:
+    """Ray Data callable class: a batch of request rows in, the same rows with responses out."""
+
+    def __init__(self, model: str, cache_dir: str, gen: dict, num_threads: int) -> None:
+        torch.set_num_threads(num_threads)
+        self.gen = gen
+        self.model_name = model
+        self.model, self.tok = load_policy(model, cache_dir, gen["dtype"])
+        self.eos = self.tok.eos_token_id
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        g = self.gen
+        chat = g["prompt_template"] == "chat"
+        texts = [
+            self.tok.apply_chat_template(chat_messages(p, g["system_prompt"]), tokenize=False, add_generation_prompt=True)
+            if chat else ALPACA_TEMPLATE.format(prompt=p)
+            for p in batch["prompt"]
+        ]
+        # A chat template writes its own special tokens; plain text needs the tokenizer's BOS.
+        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=not chat)
+        sampler = SeededSampler(list(batch["seed"]), g["temperature"], g["top_p"])
+        config = GenerationConfig(
+            do_sample=False, max_new_tokens=g["max_new_tokens"], pad_token_id=self.tok.pad_token_id,
+            eos_token_id=self.eos,
+        )
+        with torch.inference_mode():
+            out = self.model.generate(**enc, generation_config=config, logits_processor=LogitsProcessorList([sampler]))
+        new = out[:, enc["input_ids"].shape[1]:].tolist()
+        responses, n_tokens, finish = [], [], []
+        for ids in new:
+            stopped = self.eos in ids
+            ids = ids[: ids.index(self.eos) + 1] if stopped else ids
+            responses.append(self.tok.decode(ids, skip_special_tokens=True).strip())
+            n_tokens.append(len(ids))
+            finish.append("stop" if stopped else "length")
+        return {
+            "prompt_id": batch["prompt_id"],
+            "prompt": batch["prompt"],
+            "sample_idx": batch["sample_idx"],
+            "response": np.array(responses, dtype=object),
+            "n_tokens": np.array(n_tokens, dtype=np.int64),
+            "finish_reason": np.array(finish, dtype=object),
+            "model": np.array([self.model_name] * len(responses), dtype=object),
+            "seed": batch["seed"],
+        }

@@ -1,0 +1,110 @@
+"""Generation stage: prompts.parquet -> responses/ (Parquet parts), streamed through Ray Data.
+
+The driver writes each finished batch as its own part file (atomically), so a killed run
+keeps what it generated and a rerun generates only the missing (prompt, sample) rows.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from udasa_ray.config import Config
+from udasa_ray.generate.requests import RESPONSE_COLUMNS, build_requests
+from udasa_ray.models import resolve
+from udasa_ray.ray_utils import init_ray
+from udasa_ray.runs import RunDir
+
+RESPONSE_SCHEMA = pa.schema([
+    ("prompt_id", pa.string()), ("prompt", pa.string()), ("sample_idx", pa.int64()), ("response", pa.string()),
+    ("n_tokens", pa.int64()), ("finish_reason", pa.string()), ("model", pa.string()), ("seed", pa.int64()),
+])
+
+
+def read_responses(out_dir: Path) -> pa.Table:
+    parts = sorted(out_dir.glob("part-*.parquet"))
+    if not parts:
+        return RESPONSE_SCHEMA.empty_table()
+    return pa.concat_tables([pq.read_table(p, schema=RESPONSE_SCHEMA) for p in parts])
+
+
+def _request_dataset(rows: list[dict], block_rows: int):
+    import ray
+
+    # One block per forward batch: results stream back batch by batch, not at the end.
+    blocks = [pa.Table.from_pylist(rows[i : i + block_rows]) for i in range(0, len(rows), block_rows)]
+    return ray.data.from_arrow(blocks)
+
+
+def _apply_backend(ds, cfg: Config):
+    import ray
+
+    gen = cfg.generation
+    if gen.backend == "vllm":
+        from udasa_ray.generate import vllm
+
+        source = resolve(cfg.models.policy, cfg.models.cache_dir)
+        return vllm.build(gen, source, cfg.models.policy)(ds)
+    from udasa_ray.generate.hf import HFGenerator
+
+    return ds.map_batches(
+        HFGenerator,
+        fn_constructor_kwargs={
+            "model": cfg.models.policy,
+            "cache_dir": cfg.models.cache_dir,
+            "gen": {k: getattr(gen, k) for k in ("temperature", "top_p", "max_new_tokens", "system_prompt", "prompt_template", "dtype")},
+            "num_threads": max(1, int(gen.cpus_per_actor)),
+        },
+        batch_size=gen.batch_size,
+        num_cpus=gen.cpus_per_actor,
+        compute=ray.data.ActorPoolStrategy(size=gen.num_actors),
+    )
+
+
+def generate(cfg: Config, run: RunDir, resume: bool = False) -> dict:
+    """Write N responses for each prompt (the first `data.limit` ones) to run/responses/."""
+    import ray
+
+    prompts = pq.read_table(run / "prompts.parquet").to_pylist()[: cfg.data.limit]
+    out_dir = run / "responses"
+    out_dir.mkdir(exist_ok=True)
+    existing = read_responses(out_dir) if resume else RESPONSE_SCHEMA.empty_table()
+    done = set(zip(existing["prompt_id"].to_pylist(), existing["sample_idx"].to_pylist()))
+    requests = build_requests(prompts, cfg.generation.n, cfg.generation.seed, done)
+    if done:
+        print(f"[generate] resuming: {len(done)} responses on disk, {len(requests)} to go")
+    t0, new_tokens = time.perf_counter(), 0
+    if requests:
+        resolve(cfg.models.policy, cfg.models.cache_dir)  # unpack a bundled model once, before actors start
+        init_ray(cfg.ray)
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # one bar below, in rows, with rate and ETA
+        ctx.execution_options.preserve_order = True
+        block_rows = cfg.generation.batch_size if cfg.generation.backend == "hf" else cfg.generation.vllm.batch_size
+        ds = _apply_backend(_request_dataset(requests, block_rows), cfg)
+        with tqdm(total=len(requests), desc="generate", unit="resp", dynamic_ncols=True) as bar:
+            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                table = batch.select(RESPONSE_COLUMNS).cast(RESPONSE_SCHEMA)
+                name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:6]}.parquet"
+                pq.write_table(table, out_dir / f".{name}")
+                (out_dir / f".{name}").rename(out_dir / name)
+                new_tokens += sum(table["n_tokens"].to_pylist())
+                bar.update(table.num_rows)
+                bar.set_postfix(tok_s=f"{new_tokens / (time.perf_counter() - t0):.0f}")
+    seconds = time.perf_counter() - t0
+    table = read_responses(out_dir)
+    return {
+        "prompts": len(prompts),
+        "responses": table.num_rows,
+        "generated_this_run": len(requests),
+        "tokens_this_run": new_tokens,
+        "seconds": round(seconds, 1),
+        "tokens_per_s": round(new_tokens / seconds, 1) if requests else None,
+        "finish_reasons": dict(Counter(table["finish_reason"].to_pylist())),
+    }

