@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from udasa_ray.config import ConfigError, load_config
 from udasa_ray.data.ingest import IngestError
@@ -20,21 +21,32 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--config", help="YAML recipe (default: built-in defaults)")
         s.add_argument("--run-dir", required=True, help="directory holding the run's artifacts")
         s.add_argument("--force", action="store_true", help="redo the stage even if it finished")
-        s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. generation.n=5")
+        s.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. generation.n=5")
         return s
 
-    ingest = stage("ingest", "read prompts: INPUT -> prompts.parquet + rejects.jsonl")
-    ingest.add_argument("input", nargs="?", help="file or hf:<dataset> (default: data.source)")
+    stage("ingest", "read prompts: [INPUT] -> prompts.parquet + rejects.jsonl (INPUT: a file or "
+          "hf:<dataset>; default data.source)")
     stage("generate", "sample N responses per prompt -> responses/")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    # argparse puts a positional INPUT that looks like an override into `input`; move it back.
-    if getattr(args, "input", None) and "=" in args.input:
-        args.overrides.insert(0, args.input)
-        args.input = None
+    parser = _parser()
+    # Positionals may stand before and after options: argparse leaves the later ones over.
+    args, extra = parser.parse_known_args(argv)
+    unknown = [a for a in extra if a.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides += extra
+    # `ingest` takes an optional INPUT among the overrides: the one item that is not key=value.
+    args.input = None
+    if args.command == "ingest":
+        plain = [a for a in args.overrides if "=" not in a or Path(a).exists()]
+        if len(plain) > 1:
+            print(f"udasa: error: one INPUT at most, got {plain}", file=sys.stderr)
+            return 2
+        args.input = plain[0] if plain else None
+        args.overrides = [a for a in args.overrides if a not in plain]
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as e:

@@ -65,7 +65,8 @@ class GenerationConfig:
     batch_size: int = 40
     num_actors: int = 1
     cpus_per_actor: float = 2.0
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    # "auto": bfloat16 where the hardware runs it natively, else float32 (models.pick_dtype).
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
 
@@ -143,6 +144,11 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
         return _build(tp, value, key + ".")
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected float, got {value!r}") from None
     if tp in (int, float) and isinstance(value, bool):
         raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
     if not isinstance(value, tp):
@@ -211,7 +217,7 @@ def validate(cfg: Config) -> None:
         if not ok:
             raise ConfigError(msg)
     th = cfg.curriculum.thresholds
-    for i, (a, b) in enumerate(zip(th, th[1:])):
+    for i, (a, b) in enumerate(zip(th, th[1:], strict=False)):
         if not a < b:
             raise ConfigError(
                 f"curriculum.thresholds: must increase (τ{i + 1} < τ{i + 2}), got {th}"

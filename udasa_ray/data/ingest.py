@@ -40,8 +40,9 @@ def prompt_id(prompt: str) -> str:
 
 
 def _bad_utf8(s: str) -> bool:
-    # Text is decoded with surrogateescape, so undecodable bytes survive as lone surrogates.
-    return any("\udc80" <= ch <= "\udcff" for ch in s)
+    # Text is decoded with surrogateescape, so undecodable bytes survive as lone surrogates;
+    # a JSON escape such as "\ud800" gives one too, and neither can be written out as UTF-8.
+    return any("\ud800" <= ch <= "\udfff" for ch in s)
 
 
 def to_prompt(record: Any, max_chars: int) -> dict[str, str] | str:
@@ -189,7 +190,10 @@ def ingest(source: str, max_chars: int, hf_split: str = "train") -> tuple[list[d
                 seen[row["prompt_id"]] = raw.position
                 prompts.append({**row, "position": raw.position})
                 continue
-        # Lone surrogates cannot be written as UTF-8: show them as \udcXX escapes.
-        text = raw.text.encode("utf-8", "backslashreplace").decode("utf-8")
+        # Show undecodable bytes as \xNN escapes: the original bytes, written as valid UTF-8.
+        try:
+            text = raw.text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a surrogate that did not come from a byte
+            text = raw.text.encode("utf-8", "backslashreplace").decode("utf-8")
         rejects.append({"source": source, "position": raw.position, "reason": reason, "raw": text[:500]})
     return prompts, rejects

@@ -6,6 +6,7 @@ keeps what it generated and a rerun generates only the missing (prompt, sample) 
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections import Counter
@@ -58,7 +59,8 @@ def _apply_backend(ds, cfg: Config):
         fn_constructor_kwargs={
             "model": cfg.models.policy,
             "cache_dir": cfg.models.cache_dir,
-            "gen": {k: getattr(gen, k) for k in ("temperature", "top_p", "max_new_tokens", "system_prompt", "prompt_template", "dtype")},
+            "gen": {k: getattr(gen, k) for k in
+                    ("temperature", "top_p", "max_new_tokens", "system_prompt", "prompt_template", "dtype")},
             "num_threads": max(1, int(gen.cpus_per_actor)),
         },
         batch_size=gen.batch_size,
@@ -75,7 +77,7 @@ def generate(cfg: Config, run: RunDir, resume: bool = False) -> dict:
     out_dir = run / "responses"
     out_dir.mkdir(exist_ok=True)
     existing = read_responses(out_dir) if resume else RESPONSE_SCHEMA.empty_table()
-    done = set(zip(existing["prompt_id"].to_pylist(), existing["sample_idx"].to_pylist()))
+    done = set(zip(existing["prompt_id"].to_pylist(), existing["sample_idx"].to_pylist(), strict=True))
     requests = build_requests(prompts, cfg.generation.n, cfg.generation.seed, done)
     if done:
         print(f"[generate] resuming: {len(done)} responses on disk, {len(requests)} to go")
@@ -83,6 +85,7 @@ def generate(cfg: Config, run: RunDir, resume: bool = False) -> dict:
     if requests:
         resolve(cfg.models.policy, cfg.models.cache_dir)  # unpack a bundled model once, before actors start
         init_ray(cfg.ray)
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # one bar below, in rows, with rate and ETA
         ctx.execution_options.preserve_order = True

@@ -1,7 +1,7 @@
 """Generation requests: one row per (prompt, sample), each with its own seed.
 
-Both backends take the same rows, so a response depends only on (seed, prompt_id, sample_idx)
-and the config, and a resumed run can skip exactly the rows already written.
+Both backends take the same rows, so a response's randomness comes from (seed, prompt_id,
+sample_idx) alone, and a resumed run can skip exactly the rows already written.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ RESPONSE_COLUMNS = ["prompt_id", "prompt", "sample_idx", "response", "n_tokens",
 
 
 def request_seed(base_seed: int, prompt_id: str, sample_idx: int) -> int:
-    """A 31-bit seed per request: stable across runs, batchings and backends."""
+    """A 31-bit seed per request, stable across runs (vLLM and torch both take 31 bits)."""
     digest = hashlib.sha256(f"{base_seed}:{prompt_id}:{sample_idx}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 

@@ -1,0 +1,30 @@
+"""Shared fixtures: one local Ray and one bundled-model cache per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> str:
+    """Bundled models are unpacked once per session (UDASA_TEST_CACHE reuses a cache across runs)."""
+    return os.environ.get("UDASA_TEST_CACHE") or str(tmp_path_factory.mktemp("model-cache"))
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    import ray
+
+    from udasa_ray.config import RayConfig
+    from udasa_ray.ray_utils import init_ray
+
+    init_ray(RayConfig(num_cpus=2))
+    yield
+    ray.shutdown()

@@ -1,0 +1,90 @@
+from pathlib import Path
+
+import pytest
+
+from udasa_ray.cli import main
+from udasa_ray.config import Config, ConfigError, load_config, parse_override
+
+CONFIGS = sorted(Path(__file__).parent.parent.glob("configs/*.yaml"))
+
+
+def test_defaults_are_valid():
+    cfg = load_config()
+    assert cfg.generation.n == 5 and cfg.curriculum.thresholds == [0.4, 0.7]
+    assert cfg.models.policy == "bundled:smollm2-135m-instruct"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_recipes_load(path):
+    assert isinstance(load_config(path), Config)
+
+
+def test_recipes_exist():
+    assert {p.name for p in CONFIGS} >= {"tiny-cpu.yaml", "llama7b.yaml", "llama30b.yaml"}
+    assert load_config(Path("configs/llama7b.yaml")).generation.backend == "vllm"
+    assert load_config(Path("configs/tiny-cpu.yaml")).generation.backend == "hf"
+
+
+def test_dotted_overrides_are_typed():
+    cfg = load_config(None, ["generation.n=7", "generation.temperature=0.5", "curriculum.thresholds=[0.3, 0.6]",
+                             "data.limit=null", "generation.vllm.replicas=3"])
+    assert cfg.generation.n == 7 and cfg.generation.temperature == 0.5
+    assert cfg.curriculum.thresholds == [0.3, 0.6] and cfg.data.limit is None
+    assert cfg.generation.vllm.replicas == 3
+
+
+def test_int_is_accepted_for_float():
+    assert load_config(None, ["generation.temperature=1"]).generation.temperature == 1.0
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("generation.nn=5", "generation.nn: unknown key"),
+        ("nope.x=1", "nope: unknown key"),
+        ("generation.n=five", "generation.n: expected int"),
+        ("generation.n=1.5", "generation.n: expected int"),
+        ("generation.n=true", "generation.n: expected int"),
+        ("generation.backend=tpu", "generation.backend: must be one of"),
+        ("generation.n=1", "generation.n: must be >= 2"),
+        ("curriculum.thresholds=[0.7, 0.4]", "curriculum.thresholds: must increase"),
+        ("curriculum.thresholds=[0.5, 0.5]", "curriculum.thresholds: must increase"),
+        ("train.lr=-1e-6", "train.lr: must be > 0"),
+        ("train.lr_stage1=0", "train.lr_stage1: must be > 0"),
+        ("generation.top_p=1.5", "generation.top_p: must be in (0, 1]"),
+        ("curriculum.thresholds=[0.1, x]", "curriculum.thresholds[1]: expected float"),
+        ("generation=3", "generation: expected a mapping"),
+        ("generation.n", "generation.n: an override is key=value"),
+    ],
+)
+def test_bad_values_name_the_key(override, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert key in str(e.value)
+
+
+def test_bad_yaml_file(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("generation:\n  n: 5\n  sampler: fancy\n")
+    with pytest.raises(ConfigError, match="generation.sampler: unknown key"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_parse_override_nests():
+    assert parse_override("a.b.c=[1, 2]") == {"a": {"b": {"c": [1, 2]}}}
+
+
+def test_cli_config_error_exits_2(tmp_path, capsys):
+    assert main(["generate", "--run-dir", str(tmp_path), "generation.n=1"]) == 2
+    err = capsys.readouterr().err
+    assert "generation.n" in err and "must be >= 2" in err
+    assert main(["ingest", "--run-dir", str(tmp_path), "train.lr=-0.1"]) == 2
+    assert "train.lr" in capsys.readouterr().err
+
+
+def test_section_hash_tracks_only_named_sections():
+    a, b = load_config(), load_config(None, ["train.lr=1e-5"])
+    assert a.section_hash("generation") == b.section_hash("generation")
+    assert a.section_hash("train") != b.section_hash("train")

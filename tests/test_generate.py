@@ -1,0 +1,138 @@
+import json
+import math
+import re
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from udasa_ray import stages
+from udasa_ray.config import load_config
+from udasa_ray.generate.hf import SeededSampler
+from udasa_ray.generate.pipeline import read_responses
+from udasa_ray.runs import RunDir
+
+
+def _pick(sampler, logits):
+    out = sampler(None, logits)
+    assert ((out == 0).sum(-1) == 1).all() and torch.isinf(out).sum(-1).eq(logits.shape[-1] - 1).all()
+    return out.argmax(-1).tolist()
+
+
+def test_sampler_row_depends_only_on_its_seed():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 50)
+    both = _pick(SeededSampler([11, 22, 33], 1.0, 1.0), logits)
+    alone = _pick(SeededSampler([22], 1.0, 1.0), logits[1:2])
+    assert both[1] == alone[0]
+    assert _pick(SeededSampler([11, 22, 33], 1.0, 1.0), logits) == both
+
+
+def test_sampler_top_p_and_distribution():
+    logits = torch.log(torch.tensor([[0.6, 0.3, 0.1]]))
+    # top_p below the top token's mass leaves only the top token.
+    assert {_pick(SeededSampler([s], 1.0, 0.5), logits)[0] for s in range(50)} == {0}
+    # top_p = 0.85 keeps the two largest tokens, renormalised to 2/3 vs 1/3.
+    picks = [_pick(SeededSampler([s], 1.0, 0.85), logits)[0] for s in range(1500)]
+    assert 2 not in picks and abs(picks.count(0) / len(picks) - 2 / 3) < 0.05
+    # top_p = 1: the full distribution.
+    picks = [_pick(SeededSampler([s], 1.0, 1.0), logits)[0] for s in range(1500)]
+    assert abs(picks.count(2) / len(picks) - 0.1) < 0.03
+    # A low temperature sharpens towards the top token.
+    picks = [_pick(SeededSampler([s], 0.2, 1.0), logits)[0] for s in range(300)]
+    assert picks.count(0) / len(picks) > 0.95
+
+
+def _cfg(model_cache, *extra):
+    return load_config("configs/tiny-cpu.yaml", [
+        "data.limit=2", "generation.n=2", "generation.max_new_tokens=8", f"models.cache_dir={model_cache}", *extra,
+    ])
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, model_cache, ray_local):
+    run = RunDir(tmp_path_factory.mktemp("gen") / "run")
+    cfg = _cfg(model_cache)
+    stages.generate_stage(cfg, run)
+    return cfg, run
+
+
+@pytest.mark.timeout(300)
+def test_generates_exactly_n_per_prompt_from_the_real_model(first_run):
+    cfg, run = first_run
+    t = read_responses(run / "responses").to_pylist()
+    prompts = pq.read_table(run / "prompts.parquet").to_pylist()[:2]
+    assert len(t) == 4
+    for p in prompts:
+        mine = [r for r in t if r["prompt_id"] == p["prompt_id"]]
+        assert sorted(r["sample_idx"] for r in mine) == [0, 1] and all(r["prompt"] == p["prompt"] for r in mine)
+    for r in t:
+        assert 1 <= r["n_tokens"] <= 8 and r["finish_reason"] in ("stop", "length")
+        assert r["model"] == "bundled:smollm2-135m-instruct"
+        assert re.search(r"[A-Za-z]{2,}", r["response"]), r["response"]
+    # English words from a trained model, not random-token soup.
+    text = " ".join(r["response"] for r in t)
+    words = re.findall(r"[A-Za-z]+", text)
+    assert len(words) >= 12 and sum(map(len, words)) / len(text) > 0.6, text
+    common = {"the", "a", "to", "you", "your", "is", "and", "for", "of", "can", "it", "i"}
+    assert any(w.lower() in common for r in t for w in re.findall(r"[A-Za-z]+", r["response"]))
+    # The two samples of a prompt differ (distinct seeds), at least for one prompt.
+    assert any(len({r["response"] for r in t if r["prompt_id"] == p["prompt_id"]}) == 2 for p in prompts)
+    assert run.stage("generate")["status"] == "done"
+
+
+def _responses(run):
+    return {(r["prompt_id"], r["sample_idx"]): r["response"] for r in read_responses(run / "responses").to_pylist()}
+
+
+@pytest.mark.timeout(300)
+def test_same_seed_same_responses(first_run, tmp_path, model_cache):
+    cfg, run = first_run
+    again = RunDir(tmp_path / "again")
+    stages.generate_stage(cfg, again)
+    assert _responses(again) == _responses(run)
+    reseeded = RunDir(tmp_path / "reseeded")
+    stages.generate_stage(_cfg(model_cache, "generation.seed=1"), reseeded)
+    assert _responses(reseeded).keys() == _responses(run).keys()
+    assert _responses(reseeded) != _responses(run)
+
+
+@pytest.mark.timeout(300)
+def test_killed_run_resumes_only_missing_rows(tmp_path, model_cache, ray_local, capsys):
+    run = RunDir(tmp_path / "resume")
+    cfg = _cfg(model_cache, "generation.batch_size=1")  # one part file per response
+    stages.generate_stage(cfg, run)
+    before = _responses(run)
+    parts = sorted((run / "responses").glob("part-*.parquet"))
+    assert len(parts) == 4
+    # Simulate a kill after two batches: two parts gone, stage still marked running.
+    for p in parts[2:]:
+        p.unlink()
+    m = json.loads(run.manifest_path.read_text())
+    m["stages"]["generate"]["status"] = "running"
+    run.manifest_path.write_text(json.dumps(m))
+    capsys.readouterr()
+    stats = stages.generate_stage(cfg, run)
+    assert "resuming: 2 responses on disk, 2 to go" in capsys.readouterr().out
+    assert stats["generated_this_run"] == 2 and stats["responses"] == 4
+    assert _responses(run) == before
+    # Finished with the same config: skipped; a changed config regenerates from scratch.
+    stages.generate_stage(cfg, run)
+    assert "skipped" in capsys.readouterr().out
+    stats = stages.generate_stage(_cfg(model_cache, "generation.batch_size=1", "generation.n=3"), run)
+    assert stats["generated_this_run"] == 6 and stats["responses"] == 6
+
+
+def test_tokens_per_second_is_reported(first_run):
+    stats = first_run[1].stage("generate")["stats"]
+    assert stats["tokens_this_run"] > 0 and math.isfinite(stats["tokens_per_s"])
+
+
+def test_sampler_head_shortcut_is_exact():
+    torch.manual_seed(1)
+    logits = torch.randn(8, 300) * 3
+    full = _pick(SeededSampler(list(range(8)), 0.9, 0.9, head=300), logits)
+    # A 4-token head holds less than top_p here, so the sampler falls back to the full sort.
+    assert torch.softmax(logits / 0.9, -1).topk(4).values.sum(-1).min() < 0.9
+    assert _pick(SeededSampler(list(range(8)), 0.9, 0.9, head=4), logits) == full
+    assert _pick(SeededSampler(list(range(8)), 0.9, 0.9, head=120), logits) == full
