@@ -8,6 +8,10 @@ import argparse
 import sys
 from pathlib import Path
 
+# `python jobs/align.py` puts jobs/ on the path, not the project: make the package importable
+# from a plain checkout (as `ray job submit --working-dir .` ships it), installed or not.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from udasa_ray import stages
 from udasa_ray.config import ConfigError, load_config
 from udasa_ray.data.ingest import IngestError

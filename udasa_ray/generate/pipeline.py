@@ -85,9 +85,11 @@ def generate(cfg: Config, run: RunDir, resume: bool = False) -> dict:
     if requests:
         resolve(cfg.models.policy, cfg.models.cache_dir)  # unpack a bundled model once, before actors start
         init_ray(cfg.ray)
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
-        ctx = ray.data.DataContext.get_current()
+        ctx = ray.data.DataContext.get_current()  # importing ray.data configures its loggers
         ctx.enable_progress_bars = False  # one bar below, in rows, with rate and ETA
+        ctx.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled"
         ctx.execution_options.preserve_order = True
         block_rows = cfg.generation.batch_size if cfg.generation.backend == "hf" else cfg.generation.vllm.batch_size
         ds = _apply_backend(_request_dataset(requests, block_rows), cfg)
@@ -98,8 +100,8 @@ def generate(cfg: Config, run: RunDir, resume: bool = False) -> dict:
                 pq.write_table(table, out_dir / f".{name}")
                 (out_dir / f".{name}").rename(out_dir / name)
                 new_tokens += sum(table["n_tokens"].to_pylist())
+                bar.set_postfix(tok_s=f"{new_tokens / (time.perf_counter() - t0):.0f}", refresh=False)
                 bar.update(table.num_rows)
-                bar.set_postfix(tok_s=f"{new_tokens / (time.perf_counter() - t0):.0f}")
     seconds = time.perf_counter() - t0
     table = read_responses(out_dir)
     return {
