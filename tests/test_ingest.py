@@ -149,3 +149,9 @@ def test_read_records_positions(tmp_path):
     path = tmp_path / "a.jsonl"
     path.write_text('{"instruction": "a"}\n\n{"instruction": "b"}\n')
     assert [r.position for r in read_records(str(path))] == ["line 1", "line 3"]
+
+
+def test_hf_dataset_offline_fails_clearly(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(IngestError, match="hf:no-such-org/no-such-set: cannot load the dataset"):
+        ingest("hf:no-such-org/no-such-set", 1000)
