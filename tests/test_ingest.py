@@ -155,3 +155,19 @@ def test_hf_dataset_offline_fails_clearly(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(IngestError, match="hf:no-such-org/no-such-set: cannot load the dataset"):
         ingest("hf:no-such-org/no-such-set", 1000)
+
+
+def test_reingesting_other_prompts_invalidates_generation(tmp_path):
+    from udasa_ray import stages
+    from udasa_ray.config import load_config
+    from udasa_ray.runs import RunDir
+
+    cfg, run = load_config(), RunDir(tmp_path / "run")
+    (tmp_path / "a.jsonl").write_text('{"instruction": "a"}\n')
+    (tmp_path / "b.jsonl").write_text('{"instruction": "b"}\n')
+    stages.ingest_stage(cfg, run, str(tmp_path / "a.jsonl"))
+    first = stages.generate_hash(cfg, run)
+    stages.ingest_stage(cfg, run, str(tmp_path / "a.jsonl"), force=True)
+    assert stages.generate_hash(cfg, run) == first
+    stages.ingest_stage(cfg, run, str(tmp_path / "b.jsonl"))
+    assert stages.generate_hash(cfg, run) != first

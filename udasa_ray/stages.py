@@ -44,13 +44,18 @@ def ingest_stage(cfg: Config, run: RunDir, source: str | None = None, force: boo
     return run.run_stage("ingest", cfg, config_hash, work, ["prompts.parquet", "rejects.jsonl"], force)
 
 
+def generate_hash(cfg: Config, run: RunDir) -> str:
+    """What the responses depend on: the config sections it reads and the ingested prompts."""
+    key = cfg.section_hash("models", "data", "generation") + run.stage("ingest")["config_hash"]
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 def generate_stage(cfg: Config, run: RunDir, force: bool = False) -> dict:
     from udasa_ray.generate.pipeline import generate
 
     if run.stage("ingest").get("status") != "done":
         ingest_stage(cfg, run)
-    # Depends on the prompts too: a re-ingest with other records changes the hash.
-    config_hash = cfg.section_hash("models", "data", "generation")
+    config_hash = generate_hash(cfg, run)
     stats = run.run_stage("generate", cfg, config_hash, lambda resume: generate(cfg, run, resume),
                           ["responses"], force)
     print(f"[generate] {stats['responses']} responses for {stats['prompts']} prompts in {run / 'responses'}"
