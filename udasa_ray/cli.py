@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     stage("ingest", "read prompts: [INPUT] -> prompts.parquet + rejects.jsonl (INPUT: a file or "
           "hf:<dataset>; default data.source)")
     stage("generate", "sample N responses per prompt -> responses/")
+    stage("score", "semantic, factual and value uncertainty + fused U -> scores/")
+    stage("pairs", "preference pairs and the Δu curriculum split -> pairs/, stages/")
     return p
 
 
@@ -60,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
             stages.ingest_stage(cfg, run, args.input, args.force)
         elif args.command == "generate":
             stages.generate_stage(cfg, run, args.force)
-    except (IngestError, ModelNotAvailable) as e:
+        elif args.command == "score":
+            stages.score_stage(cfg, run, args.force)
+        elif args.command == "pairs":
+            stages.pairs_stage(cfg, run, args.force)
+    except (IngestError, ModelNotAvailable, stages.StageMissing) as e:
         print(f"udasa: error: {e}", file=sys.stderr)
         return 1
     return 0

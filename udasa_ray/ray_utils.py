@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from udasa_ray.config import RayConfig
@@ -22,3 +23,16 @@ def init_ray(cfg: RayConfig) -> None:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
              configure_logging=True, logging_level="WARNING")
+
+
+def data_context(preserve_order: bool = True):
+    """Ray Data settings for our stages: our own progress bar (rows, rate, ETA), no log chatter."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()  # importing ray.data configures its loggers
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.execution_options.preserve_order = preserve_order
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled"
+    return ctx

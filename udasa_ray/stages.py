@@ -44,10 +44,23 @@ def ingest_stage(cfg: Config, run: RunDir, source: str | None = None, force: boo
     return run.run_stage("ingest", cfg, config_hash, work, ["prompts.parquet", "rejects.jsonl"], force)
 
 
+def _chain_hash(own: str, run: RunDir, upstream: str) -> str:
+    """A stage's hash: its own config sections plus the hash its input was made with."""
+    return hashlib.sha256((own + run.stage(upstream)["config_hash"]).encode()).hexdigest()[:16]
+
+
+def _require(run: RunDir, stage: str, command: str) -> None:
+    if run.stage(stage).get("status") != "done":
+        raise StageMissing(f"{run.path} has no finished '{stage}' stage: run `udasa {command}` first")
+
+
+class StageMissing(RuntimeError):
+    """A stage's input has not been produced yet."""
+
+
 def generate_hash(cfg: Config, run: RunDir) -> str:
     """What the responses depend on: the config sections it reads and the ingested prompts."""
-    key = cfg.section_hash("models", "data", "generation") + run.stage("ingest")["config_hash"]
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+    return _chain_hash(cfg.section_hash("models", "data", "generation"), run, "ingest")
 
 
 def generate_stage(cfg: Config, run: RunDir, force: bool = False) -> dict:
@@ -61,3 +74,25 @@ def generate_stage(cfg: Config, run: RunDir, force: bool = False) -> dict:
     print(f"[generate] {stats['responses']} responses for {stats['prompts']} prompts in {run / 'responses'}"
           + (f"; {stats['tokens_per_s']} tokens/s" if stats.get("tokens_per_s") else ""))
     return stats
+
+
+def score_stage(cfg: Config, run: RunDir, force: bool = False) -> dict:
+    from udasa_ray.uncertainty.pipeline import score
+
+    _require(run, "generate", "generate")
+    # The policy model is a scorer backend too (policy_judge), so models is part of the hash.
+    config_hash = _chain_hash(cfg.section_hash("scoring", "models"), run, "generate")
+    stats = run.run_stage("score", cfg, config_hash, lambda resume: score(cfg, run, resume), ["scores"], force)
+    m = stats["mean"]
+    print(f"[score] {stats['responses']} responses scored ({stats['with_error']} with an error) in "
+          f"{run / 'scores'}; mean u_sem {m['u_sem']:.3f}, u_fact {m['u_fact']:.3f}, u_val {m['u_val']:.3f}, "
+          f"U {m['U']:.3f}")
+    return stats
+
+
+def pairs_stage(cfg: Config, run: RunDir, force: bool = False) -> dict:
+    from udasa_ray.curriculum.stage import make_pairs
+
+    _require(run, "score", "score")
+    config_hash = _chain_hash(cfg.section_hash("curriculum"), run, "score")
+    return run.run_stage("pairs", cfg, config_hash, lambda resume: make_pairs(cfg, run), ["pairs", "stages"], force)

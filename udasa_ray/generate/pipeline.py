@@ -6,9 +6,7 @@ keeps what it generated and a rerun generates only the missing (prompt, sample) 
 
 from __future__ import annotations
 
-import logging
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -19,7 +17,8 @@ from tqdm import tqdm
 from udasa_ray.config import Config
 from udasa_ray.generate.requests import RESPONSE_COLUMNS, build_requests
 from udasa_ray.models import resolve
-from udasa_ray.ray_utils import init_ray
+from udasa_ray.parts import read_parts, write_part
+from udasa_ray.ray_utils import data_context, init_ray
 from udasa_ray.runs import RunDir
 
 RESPONSE_SCHEMA = pa.schema([
@@ -29,10 +28,7 @@ RESPONSE_SCHEMA = pa.schema([
 
 
 def read_responses(out_dir: Path) -> pa.Table:
-    parts = sorted(out_dir.glob("part-*.parquet"))
-    if not parts:
-        return RESPONSE_SCHEMA.empty_table()
-    return pa.concat_tables([pq.read_table(p, schema=RESPONSE_SCHEMA) for p in parts])
+    return read_parts(out_dir, RESPONSE_SCHEMA)
 
 
 def _request_dataset(rows: list[dict], block_rows: int):
@@ -71,7 +67,6 @@ def _apply_backend(ds, cfg: Config):
 
 def generate(cfg: Config, run: RunDir, resume: bool = False) -> dict:
     """Write N responses for each prompt (the first `data.limit` ones) to run/responses/."""
-    import ray
 
     prompts = pq.read_table(run / "prompts.parquet").to_pylist()[: cfg.data.limit]
     out_dir = run / "responses"
@@ -85,20 +80,13 @@ def generate(cfg: Config, run: RunDir, resume: bool = False) -> dict:
     if requests:
         resolve(cfg.models.policy, cfg.models.cache_dir)  # unpack a bundled model once, before actors start
         init_ray(cfg.ray)
-        ctx = ray.data.DataContext.get_current()  # importing ray.data configures its loggers
-        ctx.enable_progress_bars = False  # one bar below, in rows, with rate and ETA
-        ctx.print_on_execution_start = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
-        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled"
-        ctx.execution_options.preserve_order = True
+        data_context()
         block_rows = cfg.generation.batch_size if cfg.generation.backend == "hf" else cfg.generation.vllm.batch_size
         ds = _apply_backend(_request_dataset(requests, block_rows), cfg)
         with tqdm(total=len(requests), desc="generate", unit="resp", dynamic_ncols=True) as bar:
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 table = batch.select(RESPONSE_COLUMNS).cast(RESPONSE_SCHEMA)
-                name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:6]}.parquet"
-                pq.write_table(table, out_dir / f".{name}")
-                (out_dir / f".{name}").rename(out_dir / name)
+                write_part(table, out_dir)
                 new_tokens += sum(table["n_tokens"].to_pylist())
                 bar.set_postfix(tok_s=f"{new_tokens / (time.perf_counter() - t0):.0f}", refresh=False)
                 bar.update(table.num_rows)

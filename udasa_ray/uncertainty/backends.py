@@ -1,0 +1,209 @@
+"""Scorer backends: each turns a batch of texts (or premise/hypothesis pairs) into scores in [0, 1].
+
+Factual backends return u_fact = 1 - P(entailment) of (premise, hypothesis); value backends
+return u_val = P(unsafe). Heavy libraries are imported inside the backend that needs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from udasa_ray.models import load_policy, pick_dtype, resolve
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+class Embedder:
+    """Sentence-BERT embeddings (sentence-transformers), for semantic uncertainty."""
+
+    def __init__(self, model: str, cache_dir: str, batch_size: int = 64) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(resolve(model, cache_dir), device="cpu")
+        self.batch_size = batch_size
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
+
+
+class AegisNLI:
+    """The bundled ONNX model (DeBERTa-v2, int8). It has two classes: class 1 is contradiction.
+
+    Measured: contradiction ~0.99, paraphrase/entailment ~0.6, unrelated text ~0.03. It tells
+    contradiction from the rest, not entailment from neutral, so u_fact = P(contradiction): the
+    paper's P(neutral) term is absent. Useful in cross_response mode (answers that contradict the
+    other samples); in paper mode (premise = the instruction) it barely separates anything.
+    """
+
+    MAX_LEN = 160  # the graph's fixed input length
+    CHUNK = 16  # pairs per run: speed is flat in the chunk size, memory is not (3.6 GB at 320)
+
+    def __init__(self, model: str, cache_dir: str, threads: int = 1) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        root = Path(resolve(model, cache_dir))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(root / "policy_nli_int8.onnx"), opts,
+                                            providers=["CPUExecutionProvider"])
+        self.tok = Tokenizer.from_file(str(root / "policy_nli_tokenizer" / "tokenizer.json"))
+        self.tok.enable_truncation(self.MAX_LEN)
+        self.tok.enable_padding(length=self.MAX_LEN)
+
+    def __call__(self, premises: list[str], hypotheses: list[str]) -> np.ndarray:
+        enc = self.tok.encode_batch(list(zip(premises, hypotheses, strict=True)))
+        out = [np.zeros(0)]
+        for i in range(0, len(enc), self.CHUNK):
+            ids = np.array([e.ids for e in enc[i : i + self.CHUNK]], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in enc[i : i + self.CHUNK]], dtype=np.int64)
+            out.append(_softmax(self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0])[:, 1])
+        return np.concatenate(out)
+
+
+class HFSequenceClassifier:
+    """A Hugging Face sequence classifier; classes are found by name in config.id2label."""
+
+    def __init__(self, model: str, cache_dir: str, batch_size: int = 32) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = resolve(model, cache_dir)
+        self.tok = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+        self.labels = {i: str(name).lower() for i, name in self.model.config.id2label.items()}
+        self.batch_size = batch_size
+
+    def label_index(self, *names: str) -> int:
+        for i, label in self.labels.items():
+            if any(n in label for n in names):
+                return i
+        raise ValueError(f"none of {names} among the model's labels {sorted(self.labels.values())}")
+
+    def probs(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
+        import torch
+
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            a = texts[i : i + self.batch_size]
+            b = pairs[i : i + self.batch_size] if pairs is not None else None
+            enc = self.tok(a, b, return_tensors="pt", padding=True, truncation=True, max_length=512)
+            with torch.inference_mode():
+                out.append(torch.softmax(self.model(**enc).logits.float(), -1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
+
+
+class HFNLI:
+    """A 3-way NLI classifier (e.g. a DeBERTa MNLI model): u_fact = P(neutral) + P(contradiction)."""
+
+    def __init__(self, model: str, cache_dir: str) -> None:
+        self.clf = HFSequenceClassifier(model, cache_dir)
+        self.entail = self.clf.label_index("entail")
+
+    def __call__(self, premises: list[str], hypotheses: list[str]) -> np.ndarray:
+        return 1.0 - self.clf.probs(premises, hypotheses)[:, self.entail]
+
+
+class HFSafety:
+    """A Hugging Face text classifier: u_val = P(the unsafe class), found by `unsafe_label` or by name."""
+
+    NAMES = ("unsafe", "toxic", "harmful", "offensive", "hate", "injection", "label_1")
+
+    def __init__(self, model: str, cache_dir: str, unsafe_label: str | None = None) -> None:
+        self.clf = HFSequenceClassifier(model, cache_dir)
+        self.unsafe = self.clf.label_index(unsafe_label.lower()) if unsafe_label else self.clf.label_index(*self.NAMES)
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        return self.clf.probs(texts)[:, self.unsafe]
+
+
+class Profanity:
+    """The bundled alt-profanity-check (TF-IDF + linear SVM): offensive language, not harm.
+    "How do I make a bomb to hurt people?" scores 0.22."""
+
+    def __init__(self) -> None:
+        from profanity_check import predict_prob
+
+        self.predict_prob = predict_prob
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(self.predict_prob(texts), dtype=np.float64)
+
+
+class PolicyJudge:
+    """The policy model as a judge: the next-token probabilities of label words after a question.
+
+    Offline and free of extra weights; as good as the policy is (weak at 135M parameters).
+    """
+
+    def __init__(self, model: str, cache_dir: str, dtype: str = "auto", batch_size: int = 16) -> None:
+        self.model, self.tok = load_policy(model, cache_dir, pick_dtype(dtype))
+        self.batch_size = batch_size
+
+    def _first_tokens(self, word: str) -> list[int]:
+        ids = {self.tok.encode(v, add_special_tokens=False)[0] for v in (word, word.capitalize(), " " + word)}
+        return sorted(ids)
+
+    def label_probs(self, questions: list[str], labels: list[str]) -> np.ndarray:
+        """P(label) for each question, renormalised over the label words' first tokens."""
+        import torch
+
+        token_sets = [self._first_tokens(w) for w in labels]
+        out = []
+        for i in range(0, len(questions), self.batch_size):
+            chats = [self.tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                                  add_generation_prompt=True)
+                     for q in questions[i : i + self.batch_size]]
+            enc = self.tok(chats, return_tensors="pt", padding=True, add_special_tokens=False)
+            with torch.inference_mode():
+                p = torch.softmax(self.model(**enc).logits[:, -1].float(), -1)
+            mass = torch.stack([p[:, ids].sum(-1) for ids in token_sets], -1)
+            out.append((mass / mass.sum(-1, keepdim=True)).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(labels)))
+
+    def nli(self, premises: list[str], hypotheses: list[str]) -> np.ndarray:
+        qs = [f"Premise: {p}\nHypothesis: {h}\nDoes the premise support the hypothesis? Answer yes, no or maybe."
+              for p, h in zip(premises, hypotheses, strict=True)]
+        return 1.0 - self.label_probs(qs, ["yes", "no", "maybe"])[:, 0]
+
+    def unsafe(self, texts: list[str]) -> np.ndarray:
+        qs = [f"Is the following text harmful, unsafe or offensive? Answer yes or no.\n\nText: {t}" for t in texts]
+        return self.label_probs(qs, ["yes", "no"])[:, 0]
+
+
+class ModerationHTTP:
+    """An OpenAI-compatible moderation endpoint: u_val = the highest category score.
+
+    The key is read from an environment variable and never logged or put in error messages.
+    """
+
+    def __init__(self, endpoint: str, model: str | None, api_key_env: str, timeout_s: float = 30.0) -> None:
+        self.url = endpoint.rstrip("/") + ("" if endpoint.rstrip("/").endswith("/moderations") else "/moderations")
+        self.model = model
+        self.key = os.environ.get(api_key_env, "")
+        self.timeout_s = timeout_s
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        body = {"input": texts, **({"model": self.model} if self.model else {})}
+        req = urllib.request.Request(self.url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              **({"Authorization": f"Bearer {self.key}"} if self.key else {})})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                results = json.loads(resp.read())["results"]
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"moderation endpoint {self.url} answered HTTP {e.code}") from None
+        except (urllib.error.URLError, TimeoutError) as e:
+            raise RuntimeError(f"moderation endpoint {self.url} unreachable ({getattr(e, 'reason', e)})") from None
+        if len(results) != len(texts):
+            raise RuntimeError(f"moderation endpoint returned {len(results)} results for {len(texts)} inputs")
+        return np.array([max(r["category_scores"].values(), default=float(r.get("flagged", False)))
+                         for r in results], dtype=np.float64)

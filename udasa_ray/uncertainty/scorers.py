@@ -1,0 +1,168 @@
+"""Scorer actors for Ray Data: each takes a batch of prompt groups and adds one uncertainty.
+
+A group row holds one prompt and its N responses (lists). A backend failure on a batch is
+retried record by record, so one bad record gets an error string instead of killing the stage.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from udasa_ray.config import ModelsConfig, ScoringConfig
+from udasa_ray.uncertainty import backends
+from udasa_ray.uncertainty.semantic import semantic_uncertainty
+
+NAN = float("nan")
+
+
+def score_robust(fn: Callable[[list], Sequence[float]], items: list, what: str) -> tuple[list[float], list[str | None]]:
+    """Scores in [0, 1] for `items`, or NaN with an error for the items whose scoring failed."""
+
+    def check(v: float) -> float:
+        if not (math.isfinite(v) and -1e-6 <= v <= 1 + 1e-6):
+            raise ValueError(f"score {v} outside [0, 1]")
+        return min(1.0, max(0.0, v))
+
+    try:
+        return [check(float(v)) for v in fn(items)], [None] * len(items)
+    except Exception:  # isolate the failing records
+        scores, errors = [], []
+        for it in items:
+            try:
+                scores.append(check(float(fn([it])[0])))
+                errors.append(None)
+            except Exception as e:  # noqa: BLE001 - any backend error becomes the record's error
+                scores.append(NAN)
+                errors.append(f"{what}: {type(e).__name__}: {e}"[:300])
+        return scores, errors
+
+
+def _valid(responses: list[str]) -> list[int]:
+    return [i for i, r in enumerate(responses) if r and r.strip()]
+
+
+class _GroupScorer:
+    """Shared batch plumbing: rows in, the same rows with `u_<dim>` and `err_<dim>` lists out."""
+
+    dim = ""
+
+    def score_groups(self, groups: list[dict]) -> tuple[list[list[float]], list[list[str | None]]]:
+        raise NotImplementedError
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        scores, errors = self.score_groups(rows)
+        for row, s, e in zip(rows, scores, errors, strict=True):
+            row[f"u_{self.dim}"], row[f"err_{self.dim}"] = s, e
+        return pa.Table.from_pylist(rows)
+
+
+class SemanticScorer(_GroupScorer):
+    dim = "sem"
+
+    def __init__(self, scoring: ScoringConfig, models: ModelsConfig) -> None:
+        self.embed = backends.Embedder(scoring.semantic.model, models.cache_dir, scoring.semantic.batch_size)
+
+    def score_groups(self, groups):
+        valid = [_valid(row["response"]) for row in groups]
+        texts = [row["response"][i] for row, v in zip(groups, valid, strict=True) for i in v]
+        emb = self.embed(texts) if texts else np.zeros((0, 1))
+        scores, errors, start = [], [], 0
+        for row, v in zip(groups, valid, strict=True):
+            n = len(row["response"])
+            s, e = [NAN] * n, ["semantic: empty response"] * n
+            row["u_sem_group"] = NAN
+            if len(v) >= 2:
+                per, row["u_sem_group"] = semantic_uncertainty(emb[start : start + len(v)])
+                for i, u in zip(v, per, strict=True):
+                    s[i], e[i] = float(u), None
+            else:
+                for i in v:
+                    e[i] = "semantic: fewer than 2 non-empty responses"
+            start += len(v)
+            scores.append(s)
+            errors.append(e)
+        return scores, errors
+
+
+def make_factual(scoring: ScoringConfig, models: ModelsConfig) -> Callable[[list[str], list[str]], np.ndarray]:
+    f = scoring.factual
+    if f.backend == "aegis_onnx":
+        return backends.AegisNLI(f.model, models.cache_dir, f.threads)
+    if f.backend == "hf_nli":
+        return backends.HFNLI(f.model, models.cache_dir)
+    return backends.PolicyJudge(models.policy, models.cache_dir).nli
+
+
+class FactualScorer(_GroupScorer):
+    dim = "fact"
+
+    def __init__(self, scoring: ScoringConfig, models: ModelsConfig) -> None:
+        self.nli = make_factual(scoring, models)
+        self.mode = scoring.factual.mode
+
+    def score_groups(self, groups):
+        # One NLI call for the batch: the (premise, hypothesis) pairs each response needs.
+        pairs, owner = [], []  # owner[k] = (group, response) whose score pair k feeds
+        for g, row in enumerate(groups):
+            valid = _valid(row["response"])
+            for i in valid:
+                premises = [row["prompt"]] if self.mode == "paper" else [row["response"][j] for j in valid if j != i]
+                for p in premises:
+                    pairs.append((p, row["response"][i]))
+                    owner.append((g, i))
+        vals, errs = score_robust(lambda ps: self.nli([p for p, _ in ps], [h for _, h in ps]), pairs, "factual")
+        acc: dict[tuple[int, int], list] = {}
+        for key, v, e in zip(owner, vals, errs, strict=True):
+            acc.setdefault(key, []).append((v, e))
+        scores, errors = [], []
+        for g, row in enumerate(groups):
+            s, e = [], []
+            for i in range(len(row["response"])):
+                got = acc.get((g, i))
+                if not got:
+                    s.append(NAN)
+                    e.append("factual: empty response" if i not in _valid(row["response"])
+                             else "factual: no other response to compare with")
+                elif any(err for _, err in got):
+                    s.append(NAN)
+                    e.append(next(err for _, err in got if err))
+                else:
+                    s.append(float(np.mean([v for v, _ in got])))
+                    e.append(None)
+            scores.append(s)
+            errors.append(e)
+        return scores, errors
+
+
+def make_value(scoring: ScoringConfig, models: ModelsConfig) -> Callable[[list[str]], np.ndarray]:
+    v = scoring.value
+    if v.backend == "profanity":
+        return backends.Profanity()
+    if v.backend == "hf_classifier":
+        return backends.HFSafety(v.model, models.cache_dir, v.unsafe_label)
+    if v.backend == "moderation_http":
+        return backends.ModerationHTTP(v.endpoint, v.model, v.api_key_env)
+    return backends.PolicyJudge(models.policy, models.cache_dir).unsafe
+
+
+class ValueScorer(_GroupScorer):
+    dim = "val"
+
+    def __init__(self, scoring: ScoringConfig, models: ModelsConfig) -> None:
+        self.classify = make_value(scoring, models)
+
+    def score_groups(self, groups):
+        flat = [(g, i) for g, row in enumerate(groups) for i in _valid(row["response"])]
+        vals, errs = score_robust(self.classify, [groups[g]["response"][i] for g, i in flat], "value")
+        got = {key: (v, e) for key, v, e in zip(flat, vals, errs, strict=True)}
+        empty = (NAN, "value: empty response")
+        cells = [[got.get((g, i), empty) for i in range(len(row["response"]))] for g, row in enumerate(groups)]
+        return [[v for v, _ in c] for c in cells], [[e for _, e in c] for c in cells]
+
+
+SCORERS = (SemanticScorer, FactualScorer, ValueScorer)
