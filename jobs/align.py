@@ -1,7 +1,8 @@
 """The main job: `python jobs/align.py --config C` or `ray job submit -- python jobs/align.py ...`.
 
 Starts a local Ray, or joins the cluster named by RAY_ADDRESS. Every stage is resumable: a
-rerun skips what finished. So far: ingest -> generate (scoring and training come next).
+rerun skips what finished. So far: ingest -> generate -> score -> pairs + curriculum -> report
+(phased DPO comes next).
 """
 
 import argparse
@@ -16,6 +17,7 @@ from udasa_ray import stages
 from udasa_ray.config import ConfigError, load_config
 from udasa_ray.data.ingest import IngestError
 from udasa_ray.models import ModelNotAvailable
+from udasa_ray.report import write_report
 from udasa_ray.runs import RunDir
 
 
@@ -34,10 +36,14 @@ def main() -> int:
     try:
         stages.ingest_stage(cfg, run)
         stages.generate_stage(cfg, run)
-    except (IngestError, ModelNotAvailable) as e:
+        stages.score_stage(cfg, run)
+        stages.pairs_stage(cfg, run)
+    except (IngestError, ModelNotAvailable, stages.StageMissing) as e:
         print(f"align: error: {e}", file=sys.stderr)
         return 1
-    print(f"align: artifacts in {run.path.resolve()}: prompts.parquet, rejects.jsonl, responses/, manifest.json")
+    report = write_report(run)
+    print(f"align: artifacts in {run.path.resolve()}: prompts.parquet, rejects.jsonl, responses/, scores/, "
+          f"pairs/, stages/, manifest.json; report: {report}")
     return 0
 
 

@@ -20,6 +20,7 @@ def _job(*args, cwd=ROOT):
 
 @pytest.mark.timeout(300)
 def test_align_job_runs_the_pipeline_so_far(tmp_path, model_cache):
+    """ingest -> generate -> score -> pairs -> report, on 2 prompts x 2 samples x 4 tokens."""
     run = tmp_path / "run"
     r = _job("--config", str(ROOT / "configs" / "tiny-cpu.yaml"), "--run-dir", str(run), "data.limit=2",
              "generation.n=2", "generation.max_new_tokens=4", f"models.cache_dir={model_cache}", cwd=tmp_path)
@@ -27,6 +28,8 @@ def test_align_job_runs_the_pipeline_so_far(tmp_path, model_cache):
     assert "80 records -> 80 prompts, 0 rejected" in r.stdout
     assert "4 responses for 2 prompts" in r.stdout and f"artifacts in {run}" in r.stdout
     assert pq.read_table(run / "responses").num_rows == 4
+    assert pq.read_table(run / "scores").num_rows == 4
+    assert "[pairs] " in r.stdout and (run / "report" / "report.md").exists()
 
 
 def test_align_job_config_error_exits_2(tmp_path):

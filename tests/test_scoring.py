@@ -87,10 +87,11 @@ def tiny_classifiers(tmp_path_factory, model_cache):
 
     src = resolve("bundled:all-minilm-l6-v2", model_cache)
     out = {}
-    for name, labels in {"nli": ["CONTRADICTION", "NEUTRAL", "ENTAILMENT"], "safety": ["safe", "unsafe"]}.items():
+    for name, labels in {"nli": ["CONTRADICTION", "NEUTRAL", "ENTAILMENT"], "safety": ["non-toxic", "toxic"]}.items():
         d = tmp_path_factory.mktemp(name)
         m = AutoModelForSequenceClassification.from_pretrained(
-            src, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={v: i for i, v in enumerate(labels)})
+            src, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={v: i for i, v in enumerate(labels)})
         m.save_pretrained(d)
         AutoTokenizer.from_pretrained(src).save_pretrained(d)
         out[name] = str(d)
@@ -104,9 +105,11 @@ def test_hf_nli_and_safety_backends_map_labels(tiny_classifiers):
     assert np.allclose(nli(["a", "b"], ["c", "d"]), 1 - probs[:, 2])
     safety = backends.HFSafety(tiny_classifiers["safety"], "")
     assert safety.unsafe == 1 and safety(["x", "y", "z"]).shape == (3,)
-    assert backends.HFSafety(tiny_classifiers["safety"], "", unsafe_label="SAFE").unsafe == 0
+    assert backends.HFSafety(tiny_classifiers["safety"], "", unsafe_label="NON-TOXIC").unsafe == 0
     with pytest.raises(ValueError, match="none of"):
         backends.HFSafety(tiny_classifiers["nli"], "")
+    with pytest.raises(ValueError, match="none of"):
+        backends.HFSafety(tiny_classifiers["safety"], "", unsafe_label="tox")  # exact when named
 
 
 class _Moderation(BaseHTTPRequestHandler):
@@ -178,7 +181,8 @@ def _fake_run(tmp_path) -> RunDir:
                          "finish_reason": "stop", "model": "hand", "seed": i})
     (run / "responses").mkdir()
     pq.write_table(pa.Table.from_pylist(rows, schema=RESPONSE_SCHEMA), run / "responses" / "part-0.parquet")
-    m = {"stages": {"ingest": {"status": "done", "config_hash": "i"}, "generate": {"status": "done", "config_hash": "g"}}}
+    done = {"status": "done", "config_hash": "h"}
+    m = {"stages": {"ingest": done, "generate": done}}
     run.manifest_path.write_text(json.dumps(m))
     return run
 
@@ -221,6 +225,16 @@ def test_score_and_pairs_stages_on_ray(tmp_path, model_cache, ray_local, capsys)
     out = capsys.readouterr().out
     assert "[score] already done" in out and "stages: conservative" in out
     assert len(json.loads((run / "stages" / "summary.json").read_text())["stages"]) == 3
+
+    from udasa_ray.cli import main
+
+    assert main(["report", "--run-dir", str(run.path)]) == 0
+    report = (run / "report" / "report.md").read_text()
+    for section in ("## Stages", "## Uncertainties", "## Pairs and curriculum", "### Example pairs", "12 responses"):
+        assert section in report
+    assert "3 pairs from 4 prompts; 1 prompts had fewer than 2 valid responses" in report
+    for png in ("uncertainties.png", "delta_u.png"):
+        assert (run / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_pairs_need_scores(tmp_path, capsys):

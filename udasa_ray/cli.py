@@ -29,6 +29,13 @@ def _parser() -> argparse.ArgumentParser:
     stage("generate", "sample N responses per prompt -> responses/")
     stage("score", "semantic, factual and value uncertainty + fused U -> scores/")
     stage("pairs", "preference pairs and the Δu curriculum split -> pairs/, stages/")
+    rep = sub.add_parser("report", help="Markdown report with plots -> RUN_DIR/report/")
+    rep.add_argument("--run-dir", required=True)
+    val = sub.add_parser("validate-scorers", help="AUROC of every scorer on a labelled set")
+    val.add_argument("--config", help="YAML recipe (default: built-in defaults)")
+    val.add_argument("--data", help="labelled JSONL (default: the bundled set)")
+    val.add_argument("--out", help="also write the Markdown table to this file")
+    val.add_argument("overrides", nargs="*", metavar="key=value")
     return p
 
 
@@ -39,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [a for a in extra if a.startswith("-")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    args.overrides += extra
+    if extra and not hasattr(args, "overrides"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = getattr(args, "overrides", []) + extra
     # `ingest` takes an optional INPUT among the overrides: the one item that is not key=value.
     args.input = None
     if args.command == "ingest":
@@ -50,11 +59,24 @@ def main(argv: list[str] | None = None) -> int:
         args.input = plain[0] if plain else None
         args.overrides = [a for a in args.overrides if a not in plain]
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(getattr(args, "config", None), getattr(args, "overrides", []))
     except ConfigError as e:
         print(f"udasa: config error: {e}", file=sys.stderr)
         return 2
+    if args.command == "validate-scorers":
+        from udasa_ray.uncertainty.validate import run_validation
+
+        table = run_validation(cfg, args.data)
+        print(table)
+        if args.out:
+            Path(args.out).write_text(table + "\n")
+        return 0
     run = RunDir(args.run_dir)
+    if args.command == "report":
+        from udasa_ray.report import write_report
+
+        print(f"report: {write_report(run)}")
+        return 0
     from udasa_ray import stages
 
     try:

@@ -82,10 +82,17 @@ class HFSequenceClassifier:
         self.labels = {i: str(name).lower() for i, name in self.model.config.id2label.items()}
         self.batch_size = batch_size
 
-    def label_index(self, *names: str) -> int:
-        for i, label in self.labels.items():
-            if any(n in label for n in names):
-                return i
+    def label_index(self, *names: str, exact: bool = False) -> int:
+        """The first of `names` that is a label; else (unless exact) a label containing one,
+        skipping negated labels so that "toxic" does not pick "non-toxic"."""
+        for n in names:
+            for i, label in self.labels.items():
+                if label == n:
+                    return i
+        for n in names if not exact else ():
+            for i, label in self.labels.items():
+                if n in label and not label.startswith(("non", "not")):
+                    return i
         raise ValueError(f"none of {names} among the model's labels {sorted(self.labels.values())}")
 
     def probs(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
@@ -119,7 +126,8 @@ class HFSafety:
 
     def __init__(self, model: str, cache_dir: str, unsafe_label: str | None = None) -> None:
         self.clf = HFSequenceClassifier(model, cache_dir)
-        self.unsafe = self.clf.label_index(unsafe_label.lower()) if unsafe_label else self.clf.label_index(*self.NAMES)
+        self.unsafe = (self.clf.label_index(unsafe_label.lower(), exact=True) if unsafe_label
+                       else self.clf.label_index(*self.NAMES))
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         return self.clf.probs(texts)[:, self.unsafe]

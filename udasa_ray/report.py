@@ -1,0 +1,113 @@
+"""`udasa report`: a Markdown summary of a run with PNG plots, from its artifacts alone."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from udasa_ray.parts import read_parts
+from udasa_ray.runs import RunDir
+from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA
+
+
+def _plot_uncertainties(scores: dict[str, np.ndarray], path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4), sharey=True)
+    titles = {"u_sem": "semantic u_sem", "u_fact": "factual u_fact", "u_val": "value u_val", "U": "fused U"}
+    for ax, (key, title) in zip(axes, titles.items(), strict=True):
+        v = scores[key][np.isfinite(scores[key])]
+        ax.hist(v, bins=np.linspace(0, 1, 26), color="#4C72B0" if key != "U" else "#C44E52")
+        ax.set_title(f"{title} (mean {v.mean():.2f})" if len(v) else title)
+        ax.set_xlim(0, 1)
+    axes[0].set_ylabel("responses")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_delta(pairs: list[dict], summary: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scaled = np.array([p["delta_scaled"] for p in pairs])
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.hist(scaled, bins=30, color="#55A868")
+    for t in summary["thresholds"]:
+        ax.axvline(t, color="black", linestyle="--")
+        ax.text(t, ax.get_ylim()[1] * 0.95, f" τ={t}", va="top")
+    sizes = ", ".join(f"{s['name']}: {s['pairs']}" for s in summary["stages"])
+    ax.set_title(f"Δu on the {summary['scale']} scale ({len(pairs)} pairs; {sizes})", fontsize=10)
+    ax.set_xlabel(f"Δu ({summary['scale']})")
+    ax.set_ylabel("pairs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _clip(text: str, n: int = 220) -> str:
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def write_report(run: RunDir, examples_per_stage: int = 2) -> str:
+    """Write report.md and its PNGs in the run directory; return the report's path."""
+    out = run / "report"
+    out.mkdir(exist_ok=True)
+    m = run.manifest()
+    lines = [f"# udasa-ray run report: `{run.path}`", "", "## Stages", "",
+             "| stage | status | stats |", "|---|---|---|"]
+    for name, st in m["stages"].items():
+        stats = json.dumps(st.get("stats", {}), sort_keys=True)
+        lines.append(f"| {name} | {st.get('status')} | `{_clip(stats, 300)}` |")
+    if (run / "scores").is_dir():
+        t = read_parts(run / "scores", SCORE_SCHEMA)
+        scores = {k: t[k].to_numpy(zero_copy_only=False).astype(float) for k in ("u_sem", "u_fact", "u_val", "U")}
+        _plot_uncertainties(scores, out / "uncertainties.png")
+        errors = [e for e in t["error"].to_pylist() if e]
+        lines += ["", "## Uncertainties", "", f"{t.num_rows} responses, {len(errors)} with a scoring error.", "",
+                  "| | mean | median | min | max |", "|---|---|---|---|---|"]
+        for k, v in scores.items():
+            v = v[np.isfinite(v)]
+            if len(v):
+                lines.append(f"| {k} | {v.mean():.3f} | {np.median(v):.3f} | {v.min():.3f} | {v.max():.3f} |")
+        lines += ["", "![uncertainties](uncertainties.png)"]
+        if errors:
+            lines += ["", "Errors (first 5): " + "; ".join(_clip(e, 120) for e in errors[:5])]
+    if (run / "stages" / "summary.json").exists():
+        summary = json.loads((run / "stages" / "summary.json").read_text())
+        pairs = pq.read_table(run / "pairs" / "pairs.parquet").to_pylist()
+        _plot_delta(pairs, summary, out / "delta_u.png")
+        lines += ["", "## Pairs and curriculum", "",
+                  f"{summary['pairs']} pairs from {summary['groups']} prompts; {summary['groups_without_pair']} "
+                  f"prompts had fewer than 2 valid responses. Thresholds {summary['thresholds']} on the "
+                  f"`{summary['scale']}` scale; stages {'cumulative' if summary['cumulative'] else 'disjoint'}.", "",
+                  "| stage | pairs | Δu (raw) | Δu (scaled) |", "|---|---|---|---|"]
+        for s in summary["stages"]:
+            raw, scaled = (f"{s[k][0]:.3f} – {s[k][1]:.3f}" if s["pairs"] else "—" for k in ("delta_u", "delta_scaled"))
+            lines.append(f"| {s['stage']}. {s['name']} | {s['pairs']} | {raw} | {scaled} |")
+        empty = [s["name"] for s in summary["stages"] if not s["pairs"]]
+        if empty:
+            lines += ["", f"Empty stages ({', '.join(empty)}): no pair's scaled Δu falls in their range; training "
+                      "skips them. Other thresholds or another scale (`curriculum.scale`) would fill them."]
+        lines += ["", "![delta u](delta_u.png)", "", "### Example pairs", ""]
+        for s in summary["stages"]:
+            if not s["pairs"]:
+                continue
+            rows = pq.read_table(run / "stages" / s["file"]).to_pylist()[:examples_per_stage]
+            lines += [f"**Stage {s['stage']} ({s['name']})**", "", "| prompt | chosen (U) | rejected (U) | Δu |",
+                      "|---|---|---|---|"]
+            for p in rows:
+                lines.append(f"| {_clip(p['prompt'], 100)} | {_clip(p['chosen'])} ({p['U_chosen']:.2f}) | "
+                             f"{_clip(p['rejected'])} ({p['U_rejected']:.2f}) | {p['delta_u']:.3f} |")
+            lines.append("")
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
