@@ -190,9 +190,23 @@ def _fake_run(tmp_path) -> RunDir:
 @pytest.mark.timeout(300)
 def test_score_and_pairs_stages_on_ray(tmp_path, model_cache, ray_local, capsys):
     run = _fake_run(tmp_path)
-    cfg = _cfg(model_cache, "curriculum.thresholds=[0.5]")
+    cfg = _cfg(model_cache, "curriculum.thresholds=[0.5]", "scoring.batch_size=1")  # a part per prompt
     stats = stages.score_stage(cfg, run)
+    first = read_parts(run / "scores", SCORE_SCHEMA).to_pylist()
+    # Killed after two prompts: the rerun scores only the other two.
+    parts = sorted((run / "scores").glob("part-*.parquet"))
+    assert len(parts) == 4
+    for p in parts[2:]:
+        p.unlink()
+    m = json.loads(run.manifest_path.read_text())
+    m["stages"]["score"]["status"] = "running"
+    run.manifest_path.write_text(json.dumps(m))
+    capsys.readouterr()
+    stats = stages.score_stage(cfg, run)
+    assert "resuming: 2 prompts on disk, 2 to go" in capsys.readouterr().out and stats["scored_this_run"] == 6
     scores = read_parts(run / "scores", SCORE_SCHEMA).to_pylist()
+    key = lambda r: (r["prompt_id"], r["sample_idx"])  # noqa: E731
+    assert sorted(map(key, scores)) == sorted(map(key, first))
     assert stats["responses"] == 12 and len(scores) == 12
     by = {(r["prompt_id"], r["sample_idx"]): r for r in scores}
     assert by[("c", 1)]["error"] and np.isnan(by[("c", 1)]["U"])
