@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -28,3 +29,15 @@ def ray_local():
     init_ray(RayConfig(num_cpus=2))
     yield
     ray.shutdown()
+
+
+def kill_after(run, stage: str, out: str, keep: int) -> int:
+    """Leave `run` as a kill after `keep` batches would: later part files gone, the stage still
+    marked running. Returns how many parts there were."""
+    parts = sorted((run / out).glob("part-*.parquet"))
+    for p in parts[keep:]:
+        p.unlink()
+    m = json.loads(run.manifest_path.read_text())
+    m["stages"][stage]["status"] = "running"
+    run.manifest_path.write_text(json.dumps(m))
+    return len(parts)

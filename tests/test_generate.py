@@ -1,10 +1,10 @@
-import json
 import math
 import re
 
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import kill_after
 
 from udasa_ray import stages
 from udasa_ray.config import load_config
@@ -103,14 +103,7 @@ def test_killed_run_resumes_only_missing_rows(tmp_path, model_cache, ray_local, 
     cfg = _cfg(model_cache, "generation.batch_size=1")  # one part file per response
     stages.generate_stage(cfg, run)
     before = _responses(run)
-    parts = sorted((run / "responses").glob("part-*.parquet"))
-    assert len(parts) == 4
-    # Simulate a kill after two batches: two parts gone, stage still marked running.
-    for p in parts[2:]:
-        p.unlink()
-    m = json.loads(run.manifest_path.read_text())
-    m["stages"]["generate"]["status"] = "running"
-    run.manifest_path.write_text(json.dumps(m))
+    assert kill_after(run, "generate", "responses", keep=2) == 4
     capsys.readouterr()
     stats = stages.generate_stage(cfg, run)
     assert "resuming: 2 responses on disk, 2 to go" in capsys.readouterr().out

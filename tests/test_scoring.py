@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import kill_after
 
 from udasa_ray import stages
 from udasa_ray.config import load_config
@@ -194,13 +195,7 @@ def test_score_and_pairs_stages_on_ray(tmp_path, model_cache, ray_local, capsys)
     stats = stages.score_stage(cfg, run)
     first = read_parts(run / "scores", SCORE_SCHEMA).to_pylist()
     # Killed after two prompts: the rerun scores only the other two.
-    parts = sorted((run / "scores").glob("part-*.parquet"))
-    assert len(parts) == 4
-    for p in parts[2:]:
-        p.unlink()
-    m = json.loads(run.manifest_path.read_text())
-    m["stages"]["score"]["status"] = "running"
-    run.manifest_path.write_text(json.dumps(m))
+    assert kill_after(run, "score", "scores", keep=2) == 4
     capsys.readouterr()
     stats = stages.score_stage(cfg, run)
     assert "resuming: 2 prompts on disk, 2 to go" in capsys.readouterr().out and stats["scored_this_run"] == 6
