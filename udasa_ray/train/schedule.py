@@ -1,0 +1,40 @@
+"""Learning-rate schedule of phased DPO (SPEC §6), as pure functions.
+
+Each stage: linear warm-up to its peak, constant, then linear decay to 0 over its last steps.
+Stage 1 peaks at lr_stage1 (3e-6 in the paper), later stages at lr (5e-6); the paper warms up
+500 steps at every stage start. On short (tiny CPU) stages warm-up and decay shrink in
+proportion so the shape stays.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def stage_steps(n_pairs: int, batch_per_step: int, max_steps: int, epochs: float = 1.0) -> int:
+    """Optimizer steps of a stage: `epochs` over its pairs, at most `max_steps`, at least 1."""
+    return max(1, min(max_steps, math.ceil(epochs * n_pairs / batch_per_step)))
+
+
+def phases(total: int, warmup: int, decay: int) -> tuple[int, int]:
+    """Warm-up and decay lengths that fit in `total` steps (scaled down together if not)."""
+    if warmup + decay <= total:
+        return warmup, decay
+    scale = total / (warmup + decay)
+    w = math.floor(warmup * scale)
+    return w, max(0, min(total - w, math.ceil(decay * scale)))
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int, decay: int) -> float:
+    """LR before optimizer step `step` (0-based) of a stage of `total` steps."""
+    warmup, decay = phases(total, warmup, decay)
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    if step >= total - decay:
+        return peak * (total - step) / (decay + 1)
+    return peak
+
+
+def stage_peak(stage: int, lr_stage1: float, lr: float) -> float:
+    """Peak LR of a 1-based stage: the conservative stage is trained more gently."""
+    return lr_stage1 if stage == 1 else lr
