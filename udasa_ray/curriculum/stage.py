@@ -1,4 +1,7 @@
-"""Pairs stage: scores/ -> pairs/pairs.parquet and stages/ (one file a stage + summary.json)."""
+"""Pairs stage: scores/ -> pairs/pairs.parquet and stages/ (one file a stage + summary.json).
+
+Fast (no model), so it reruns whole rather than resuming.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from udasa_ray.runs import RunDir
 from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA
 
 
-def make_pairs(cfg: Config, run: RunDir, resume: bool = False) -> dict:
+def make_pairs(cfg: Config, run: RunDir) -> dict:
     c = cfg.curriculum
     pairs, counts = build_pairs(read_parts(run / "scores", SCORE_SCHEMA).to_pylist(), c.seed)
     if not pairs:
