@@ -129,3 +129,17 @@ def test_sampler_head_shortcut_is_exact():
     assert torch.softmax(logits / 0.9, -1).topk(4).values.sum(-1).min() < 0.9
     assert _pick(SeededSampler(list(range(8)), 0.9, 0.9, head=4), logits) == full
     assert _pick(SeededSampler(list(range(8)), 0.9, 0.9, head=120), logits) == full
+
+
+@pytest.mark.timeout(300)
+def test_listwise_mode_parses_n_responses_or_records_why_not(tmp_path, model_cache, ray_local):
+    run = RunDir(tmp_path / "listwise")
+    cfg = _cfg(model_cache, "generation.mode=listwise", "generation.n=3", "generation.max_new_tokens=64")
+    stats = stages.generate_stage(cfg, run)
+    rows = read_responses(run / "responses").to_pylist()
+    assert len(rows) == 6 and stats["generated_this_run"] == 6
+    for pid in {r["prompt_id"] for r in rows}:
+        assert sorted(r["sample_idx"] for r in rows if r["prompt_id"] == pid) == [0, 1, 2]
+    for r in rows:  # each is a parsed response or an empty one with its reason
+        assert bool(r["response"]) != bool(r["error"]), r
+    assert stats["with_error"] == sum(bool(r["error"]) for r in rows)

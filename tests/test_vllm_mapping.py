@@ -4,7 +4,7 @@ import sys
 
 from udasa_ray.config import load_config
 from udasa_ray.generate import vllm
-from udasa_ray.generate.requests import ALPACA_TEMPLATE, build_requests, request_seed
+from udasa_ray.generate.requests import ALPACA_TEMPLATE, LISTWISE, build_requests, request_seed, split_listwise
 
 PROMPTS = [{"prompt_id": "a1", "prompt": "Say hi."}, {"prompt_id": "b2", "prompt": "Name a colour, please."}]
 
@@ -62,3 +62,25 @@ def test_engine_and_processor_config_from_recipe():
     assert cfg.model_source == "huggyllama/llama-30b" and cfg.batch_size == 64 and cfg.concurrency == 2
     assert cfg.engine_kwargs["tensor_parallel_size"] == 4
     assert "vllm" not in sys.modules  # the GPU dependency stays lazy
+
+
+def test_listwise_requests_one_per_prompt_with_the_papers_prompt():
+    rows = build_requests(PROMPTS, n=5, base_seed=0, listwise=True)
+    assert [r["sample_idx"] for r in rows] == [LISTWISE, LISTWISE]
+    assert rows[0]["query"].startswith("You are a professional AI assistant. Please provide 5 distinct responses")
+    assert rows[0]["query"].endswith("Question: " + rows[0]["prompt"]) and rows[0]["prompt"] == PROMPTS[1]["prompt"]
+    assert build_requests(PROMPTS, 5, 0, done={("b2", 3)}, listwise=True)[0]["prompt_id"] == "a1"
+    gen = load_config("configs/llama7b.yaml", ["generation.prompt_template=chat"]).generation
+    assert vllm.to_request(rows[0], gen)["messages"][-1]["content"] == rows[0]["query"]
+
+
+def test_split_listwise():
+    text = "Sure!\n1. Red.\n2) Blue, like the sky in 2024.\n**Response 3:** Green.\n4. extra"
+    out = split_listwise({"prompt_id": "a", "response": text, "sample_idx": LISTWISE}, 3)
+    assert [(r["sample_idx"], r["response"], r["error"]) for r in out] == [
+        (0, "Red.", None), (1, "Blue, like the sky in 2024.", None), (2, "Green.", None)]
+    short = split_listwise({"prompt_id": "a", "response": "1. Red.\nThat is all.", "sample_idx": LISTWISE}, 3)
+    assert [r["response"] for r in short] == ["Red.\nThat is all.", "", ""]
+    assert [r["error"] for r in short] == [None] + ["listwise: found 1 of 3 numbered responses"] * 2
+    none = split_listwise({"prompt_id": "a", "response": "I cannot list them.", "sample_idx": LISTWISE}, 2)
+    assert all(r["error"] == "listwise: found 0 of 2 numbered responses" and r["response"] == "" for r in none)

@@ -53,6 +53,9 @@ class VLLMConfig:
 @dataclass
 class GenerationConfig:
     backend: Literal["hf", "vllm"] = "hf"
+    # independent: N seeded samples of the prompt; listwise: one request for N distinct
+    # responses (the paper's prompt), parsed into N (max_new_tokens then covers all N).
+    mode: Literal["independent", "listwise"] = "independent"
     n: int = 5
     temperature: float = 0.8
     top_p: float = 0.9

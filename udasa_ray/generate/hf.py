@@ -71,7 +71,7 @@ class HFGenerator:
                 chat_messages(p, g["system_prompt"]), tokenize=False, add_generation_prompt=True
             )
             if chat else ALPACA_TEMPLATE.format(prompt=p)
-            for p in batch["prompt"]
+            for p in batch["query"]
         ]
         # A chat template writes its own special tokens; plain text needs the tokenizer's BOS.
         enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=not chat)

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from udasa_ray.config import Config
-from udasa_ray.generate.requests import RESPONSE_COLUMNS, build_requests
+from udasa_ray.generate.requests import RESPONSE_COLUMNS, build_requests, split_listwise
 from udasa_ray.models import resolve
 from udasa_ray.parts import read_parts, write_part
 from udasa_ray.ray_utils import data_context, init_ray
@@ -24,6 +24,7 @@ from udasa_ray.runs import RunDir
 RESPONSE_SCHEMA = pa.schema([
     ("prompt_id", pa.string()), ("prompt", pa.string()), ("sample_idx", pa.int64()), ("response", pa.string()),
     ("n_tokens", pa.int64()), ("finish_reason", pa.string()), ("model", pa.string()), ("seed", pa.int64()),
+    ("error", pa.string()),
 ])
 
 
@@ -73,7 +74,8 @@ def generate(cfg: Config, run: RunDir, resume: bool = False) -> dict:
     out_dir.mkdir(exist_ok=True)
     existing = read_responses(out_dir) if resume else RESPONSE_SCHEMA.empty_table()
     done = set(zip(existing["prompt_id"].to_pylist(), existing["sample_idx"].to_pylist(), strict=True))
-    requests = build_requests(prompts, cfg.generation.n, cfg.generation.seed, done)
+    listwise = cfg.generation.mode == "listwise"
+    requests = build_requests(prompts, cfg.generation.n, cfg.generation.seed, done, listwise)
     if done:
         print(f"[generate] resuming: {len(done)} responses on disk, {len(requests)} to go")
     t0, new_tokens = time.perf_counter(), 0
@@ -83,21 +85,24 @@ def generate(cfg: Config, run: RunDir, resume: bool = False) -> dict:
         data_context()
         block_rows = cfg.generation.batch_size if cfg.generation.backend == "hf" else cfg.generation.vllm.batch_size
         ds = _apply_backend(_request_dataset(requests, block_rows), cfg)
-        with tqdm(total=len(requests), desc="generate", unit="resp", dynamic_ncols=True) as bar:
+        with tqdm(total=len(requests), desc="generate", unit="req", dynamic_ncols=True) as bar:
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                table = batch.select(RESPONSE_COLUMNS).cast(RESPONSE_SCHEMA)
-                write_part(table, out_dir)
-                new_tokens += sum(table["n_tokens"].to_pylist())
+                rows = batch.select(RESPONSE_COLUMNS).to_pylist()
+                new_tokens += sum(r["n_tokens"] for r in rows)
                 bar.set_postfix(tok_s=f"{new_tokens / (time.perf_counter() - t0):.0f}", refresh=False)
-                bar.update(table.num_rows)
+                bar.update(len(rows))
+                if listwise:
+                    rows = [r for row in rows for r in split_listwise(row, cfg.generation.n)]
+                write_part(pa.Table.from_pylist(rows, schema=RESPONSE_SCHEMA), out_dir)
     seconds = time.perf_counter() - t0
     table = read_responses(out_dir)
     return {
         "prompts": len(prompts),
         "responses": table.num_rows,
-        "generated_this_run": len(requests),
+        "generated_this_run": len(requests) * (cfg.generation.n if listwise else 1),
         "tokens_this_run": new_tokens,
         "seconds": round(seconds, 1),
         "tokens_per_s": round(new_tokens / seconds, 1) if requests else None,
         "finish_reasons": dict(Counter(table["finish_reason"].to_pylist())),
+        "with_error": sum(e is not None for e in table["error"].to_pylist()),
     }

@@ -30,9 +30,9 @@ def to_request(row: dict[str, Any], gen: GenerationConfig) -> dict[str, Any]:
     """A request row -> what the vLLM processor reads: chat messages and per-row sampling params."""
     out = {**row, "user_prompt": row["prompt"]}
     if gen.prompt_template == "chat":
-        out["messages"] = chat_messages(row["prompt"], gen.system_prompt)
+        out["messages"] = chat_messages(row["query"], gen.system_prompt)
     else:  # no chat-template stage: vLLM tokenizes `prompt` as it is
-        out["prompt"] = ALPACA_TEMPLATE.format(prompt=row["prompt"])
+        out["prompt"] = ALPACA_TEMPLATE.format(prompt=row["query"])
     return {
         **out,
         "sampling_params": {
