@@ -179,7 +179,8 @@ def _fake_run(tmp_path) -> RunDir:
     for pid, (prompt, resps) in answers.items():
         for i, r in enumerate(resps):
             rows.append({"prompt_id": pid, "prompt": prompt, "sample_idx": i, "response": r, "n_tokens": 5,
-                         "finish_reason": "stop", "model": "hand", "seed": i})
+                         "finish_reason": "stop", "model": "hand", "seed": i,
+                         "error": "listwise: found 2 of 3 numbered responses" if (pid, i) == ("c", 1) else None})
     (run / "responses").mkdir()
     pq.write_table(pa.Table.from_pylist(rows, schema=RESPONSE_SCHEMA), run / "responses" / "part-0.parquet")
     done = {"status": "done", "config_hash": "h"}
@@ -204,7 +205,8 @@ def test_score_and_pairs_stages_on_ray(tmp_path, model_cache, ray_local, capsys)
     assert sorted(map(key, scores)) == sorted(map(key, first))
     assert stats["responses"] == 12 and len(scores) == 12
     by = {(r["prompt_id"], r["sample_idx"]): r for r in scores}
-    assert by[("c", 1)]["error"] and np.isnan(by[("c", 1)]["U"])
+    assert by[("c", 1)]["error"].startswith("listwise: found 2 of 3 numbered responses; semantic: empty")
+    assert np.isnan(by[("c", 1)]["U"])
     assert "fewer than 2 non-empty" in by[("d", 2)]["error"]
     ok = [r for r in scores if not r["error"]]
     assert len(ok) == 8

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from udasa_ray.config import Config
-from udasa_ray.generate.requests import RESPONSE_COLUMNS, build_requests, split_listwise
+from udasa_ray.generate.requests import build_requests, split_listwise
 from udasa_ray.models import resolve
 from udasa_ray.parts import read_parts, write_part
 from udasa_ray.ray_utils import data_context, init_ray
@@ -26,6 +26,7 @@ RESPONSE_SCHEMA = pa.schema([
     ("n_tokens", pa.int64()), ("finish_reason", pa.string()), ("model", pa.string()), ("seed", pa.int64()),
     ("error", pa.string()),
 ])
+BACKEND_COLUMNS = [n for n in RESPONSE_SCHEMA.names if n != "error"]  # error is set after parsing
 
 
 def read_responses(out_dir: Path) -> pa.Table:
@@ -87,7 +88,7 @@ def generate(cfg: Config, run: RunDir, resume: bool = False) -> dict:
         ds = _apply_backend(_request_dataset(requests, block_rows), cfg)
         with tqdm(total=len(requests), desc="generate", unit="req", dynamic_ncols=True) as bar:
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                rows = batch.select(RESPONSE_COLUMNS).to_pylist()
+                rows = batch.select(BACKEND_COLUMNS).to_pylist()
                 new_tokens += sum(r["n_tokens"] for r in rows)
                 bar.set_postfix(tok_s=f"{new_tokens / (time.perf_counter() - t0):.0f}", refresh=False)
                 bar.update(len(rows))

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import re
 
-RESPONSE_COLUMNS = ["prompt_id", "prompt", "sample_idx", "response", "n_tokens", "finish_reason", "model", "seed"]
-
 
 def request_seed(base_seed: int, prompt_id: str, sample_idx: int) -> int:
     """A 31-bit seed per request, stable across runs (vLLM and torch both take 31 bits)."""

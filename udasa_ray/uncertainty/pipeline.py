@@ -37,9 +37,10 @@ def group_responses(table: pa.Table, skip: set[str] = frozenset()) -> list[dict]
         if r["prompt_id"] in skip:
             continue
         g = groups.setdefault(r["prompt_id"], {"prompt_id": r["prompt_id"], "prompt": r["prompt"],
-                                               "sample_idx": [], "response": []})
+                                               "sample_idx": [], "response": [], "gen_error": []})
         g["sample_idx"].append(r["sample_idx"])
         g["response"].append(r["response"])
+        g["gen_error"].append(r["error"])  # e.g. a listwise reply with too few items
     return list(groups.values())
 
 
@@ -49,7 +50,7 @@ def explode(groups: list[dict], temperature: float, weights: list[float] | None)
     for g in groups:
         for k, idx in enumerate(g["sample_idx"]):
             u = [g["u_sem"][k], g["u_fact"][k], g["u_val"][k]]
-            errors = [e for e in (g["err_sem"][k], g["err_fact"][k], g["err_val"][k]) if e]
+            errors = [e for e in (g["gen_error"][k], g["err_sem"][k], g["err_fact"][k], g["err_val"][k]) if e]
             ok = all(math.isfinite(x) for x in u)
             w = fusion_weights(np.array(u), temperature, weights) if ok else [math.nan] * 3
             rows.append({"prompt_id": g["prompt_id"], "prompt": g["prompt"], "sample_idx": idx,

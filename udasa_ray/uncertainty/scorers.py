@@ -121,13 +121,13 @@ class FactualScorer(_GroupScorer):
             acc.setdefault(key, []).append((v, e))
         scores, errors = [], []
         for g, row in enumerate(groups):
-            s, e = [], []
+            s, e, valid = [], [], set(_valid(row["response"]))
             for i in range(len(row["response"])):
                 got = acc.get((g, i))
                 if not got:
                     s.append(NAN)
-                    e.append("factual: empty response" if i not in _valid(row["response"])
-                             else "factual: no other response to compare with")
+                    e.append("factual: no other response to compare with" if i in valid
+                             else "factual: empty response")
                 elif any(err for _, err in got):
                     s.append(NAN)
                     e.append(next(err for _, err in got if err))
