@@ -1,8 +1,8 @@
 """The main job: `python jobs/align.py --config C` or `ray job submit -- python jobs/align.py ...`.
 
-Starts a local Ray, or joins the cluster named by RAY_ADDRESS. Every stage is resumable: a
-rerun skips what finished. So far: ingest -> generate -> score -> pairs + curriculum -> report
-(phased DPO comes next).
+Starts a local Ray, or joins the cluster named by RAY_ADDRESS. ingest -> generate -> score ->
+pairs + curriculum -> phased DPO -> held-out check of base vs aligned -> report. Every stage is
+resumable: a rerun skips what finished, and training resumes after its last finished stage.
 """
 
 import argparse
@@ -38,12 +38,22 @@ def main() -> int:
         stages.generate_stage(cfg, run)
         stages.score_stage(cfg, run)
         stages.pairs_stage(cfg, run)
+        trained = stages.train_stage(cfg, run)
+        stages.check_stage(cfg, run)
     except (IngestError, ModelNotAvailable, stages.StageMissing) as e:
         print(f"align: error: {e}", file=sys.stderr)
         return 1
     report = write_report(run)
-    print(f"align: artifacts in {run.path.resolve()}: prompts.parquet, rejects.jsonl, responses/, scores/, "
-          f"pairs/, stages/, manifest.json; report: {report}")
+    root = run.path.resolve()
+    where = {
+        "prompts (+ rejects with reasons)": "prompts.parquet, heldout.parquet, rejects.jsonl",
+        "responses": "responses/", "uncertainty scores": "scores/", "pairs and curriculum": "pairs/, stages/",
+        "checkpoints per stage (HF format)": "train/stage_<k>/", "training metrics": "train/stage_<k>/metrics.jsonl, "
+        "train/stage_<k>/tensorboard/", "held-out check": "heldout/summary.json", "report": "report/report.md",
+        "what ran with which config": "manifest.json",
+    }
+    print(f"align: done in {root}\n  aligned policy: {trained['aligned']}")
+    print("\n".join(f"  {k}: {v}" for k, v in where.items()) + f"\n  report: {report}")
     return 0
 
 

@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from udasa_ray.cli import main
-from udasa_ray.data.ingest import IngestError, ingest, prompt_id, read_records, to_prompt
+from udasa_ray.data.ingest import IngestError, ingest, prompt_id, read_records, split_heldout, to_prompt
 
 GOOD = [
     {"instruction": "Give three tips for staying healthy.", "input": "", "output": "Eat well."},
@@ -171,3 +171,19 @@ def test_reingesting_other_prompts_invalidates_generation(tmp_path):
     assert stages.generate_hash(cfg, run) == first
     stages.ingest_stage(cfg, run, str(tmp_path / "b.jsonl"))
     assert stages.generate_hash(cfg, run) != first
+
+
+def test_heldout_split_is_disjoint_seeded_and_order_free(tmp_path):
+    prompts, _ = ingest("bundled:prompts", 2000)
+    train, held = split_heldout(prompts, 16, seed=0)
+    assert len(held) == 16 and len(train) == len(prompts) - 16
+    assert not {p["prompt_id"] for p in train} & {p["prompt_id"] for p in held}
+    assert split_heldout(list(reversed(prompts)), 16, seed=0)[1] == list(reversed(held))
+    assert {p["prompt_id"] for p in split_heldout(prompts, 16, seed=1)[1]} != {p["prompt_id"] for p in held}
+    assert split_heldout(prompts, 0, 0) == (prompts, [])
+    with pytest.raises(IngestError, match="leaves no prompt to train on"):
+        split_heldout(prompts[:3], 3, 0)
+    run = tmp_path / "run"
+    assert main(["ingest", "--run-dir", str(run), "data.heldout_prompts=5"]) == 0
+    assert pq.read_table(run / "heldout.parquet").num_rows == 5
+    assert pq.read_table(run / "prompts.parquet").num_rows == len(prompts) - 5

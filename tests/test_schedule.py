@@ -1,6 +1,7 @@
 import pytest
 
-from udasa_ray.train.schedule import lr_at, phases, stage_peak, stage_steps
+from udasa_ray.train.data import dpo_rows, eval_split
+from udasa_ray.train.schedule import EarlyStop, lr_at, phases, stage_peak, stage_steps
 
 
 def test_paper_shape_stage_1():
@@ -29,3 +30,42 @@ def test_stage_steps():
     assert stage_steps(n_pairs=100, batch_per_step=8, max_steps=3000) == 13  # one epoch
     assert stage_steps(n_pairs=10**6, batch_per_step=8, max_steps=3000) == 3000  # capped
     assert stage_steps(n_pairs=3, batch_per_step=8, max_steps=3000) == 1
+
+
+def test_early_stop_on_stale_loss():
+    stop = EarlyStop(patience=2, saturation=0.99)
+    assert stop.update(0.69, 0.5) is None  # baseline
+    assert stop.update(0.60, 0.6) is None  # improved
+    assert stop.update(0.61, 0.6) is None  # 1 stale
+    assert stop.update(0.59, 0.6) is None  # improved again: the count restarts
+    assert stop.update(0.59, 0.7) is None
+    assert "not improved on 0.5900 for 2" in stop.update(0.70, 0.7)
+
+
+def test_early_stop_on_saturated_rewards():
+    stop = EarlyStop(patience=5, saturation=0.95)
+    assert stop.update(0.5, 0.94) is None
+    assert "accuracy 0.960 >= 0.95" in stop.update(0.4, 0.96)
+    assert EarlyStop(1, 0.9).update(0.5, None) is None  # no accuracy logged: loss rule only
+
+
+def test_eval_split_is_stable_and_sized():
+    ids = [f"p{i}" for i in range(64)]
+    held = eval_split(ids, 0.1, seed=0)
+    assert len(held) == 6 and held <= set(ids)
+    assert eval_split(list(reversed(ids)), 0.1, seed=0) == held  # order does not matter
+    assert eval_split(ids, 0.1, seed=1) != held
+    assert eval_split(ids, 0.0, 0) == set() and eval_split(["a"], 0.5, 0) == set()
+    assert len(eval_split(["a", "b"], 0.01, 0)) == 1  # at least one, never all
+    assert len(eval_split(["a", "b"], 0.99, 0)) == 1
+
+
+def test_dpo_rows_follow_the_generation_frame():
+    pair = {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "No."}
+    chat = dpo_rows([pair], "chat", "Be kind.")[0]
+    assert chat["prompt"] == [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Name a colour."}]
+    assert chat["chosen"] == [{"role": "assistant", "content": "Blue."}]
+    assert chat["rejected"] == [{"role": "assistant", "content": "No."}]
+    alpaca = dpo_rows([pair], "alpaca", None)[0]
+    assert alpaca["prompt"].endswith("### Instruction:\nName a colour.\n\n### Response:\n")
+    assert (alpaca["chosen"], alpaca["rejected"]) == ("Blue.", "No.")

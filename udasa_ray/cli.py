@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     stage("generate", "sample N responses per prompt -> responses/")
     stage("score", "semantic, factual and value uncertainty + fused U -> scores/")
     stage("pairs", "preference pairs and the Δu curriculum split -> pairs/, stages/")
+    stage("train", "phased DPO on Ray Train, stage by stage -> train/stage_<k>/ (Hugging Face checkpoints)")
+    stage("check", "base vs aligned policy on the held-out prompts -> heldout/")
     rep = sub.add_parser("report", help="Markdown report with plots -> RUN_DIR/report/")
     rep.add_argument("--run-dir", required=True)
     val = sub.add_parser("validate-scorers", help="AUROC of every scorer on a labelled set")
@@ -88,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             stages.score_stage(cfg, run, args.force)
         elif args.command == "pairs":
             stages.pairs_stage(cfg, run, args.force)
+        elif args.command == "train":
+            stages.train_stage(cfg, run, args.force)
+        elif args.command == "check":
+            stages.check_stage(cfg, run, args.force)
     except (IngestError, ModelNotAvailable, stages.StageMissing) as e:
         print(f"udasa: error: {e}", file=sys.stderr)
         return 1

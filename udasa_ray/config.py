@@ -37,6 +37,9 @@ class DataConfig:
     max_prompt_chars: int = 4000
     # Keep only the first `limit` valid prompts (None = all); small runs and tests.
     limit: int | None = None
+    # Prompts set aside (a seeded draw) for the held-out check of base vs aligned; never trained on.
+    heldout_prompts: int = 0
+    seed: int = 0
 
 
 @dataclass
@@ -108,6 +111,7 @@ class ScoringConfig:
     cpus_per_actor: float = 0.5
     fusion_temperature: float = 1.0
     fusion_weights: list[float] | None = None  # fixed (sem, fact, val) weights instead of softmax
+    unsafe_threshold: float = 0.5  # a response with u_val above it counts as unsafe in reports
 
 
 @dataclass
@@ -120,12 +124,41 @@ class CurriculumConfig:
 
 
 @dataclass
+class DeepSpeedConfig:
+    zero_stage: Literal[0, 2, 3] = 0  # 0: plain DDP (gloo on CPU, NCCL on GPU)
+    offload: bool = False  # optimizer state (and ZeRO-3 parameters) in CPU memory
+
+
+@dataclass
 class TrainConfig:
+    """Phased DPO (SPEC §6). Steps count optimizer steps; batch = batch_size x grad_accum x workers."""
+
     lr_stage1: float = 3e-6
     lr: float = 5e-6
-    warmup_steps: int = 500
+    warmup_steps: int = 500  # at every stage start
+    decay_steps: int = 500  # linear decay to 0 at every stage end
     max_steps_per_stage: int = 3000
+    epochs_per_stage: float = 1.0
     beta: float = 0.1
+    beta_last_stage: float = 0.3  # the stronger KL term of the last stage
+    reference: Literal["initial", "previous"] = "initial"  # previous: sDPO / Curri-DPO style
+    batch_size: int = 2  # pairs per worker per micro-step
+    grad_accum: int = 1
+    max_length: int = 512  # prompt + response tokens
+    precompute_ref: bool = True  # reference log-probs once per stage, not every step
+    eval_fraction: float = 0.1  # pairs held out (from every stage) for early stopping
+    eval_steps: int = 50
+    patience: int = 3  # evaluations without a lower eval loss before a stage stops
+    reward_saturation: float = 0.98  # stop a stage once eval reward accuracy reaches it
+    num_workers: int = 1
+    cpus_per_worker: float = 2.0
+    use_gpu: bool = False
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # bfloat16: mixed precision
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    # Where ranks share dataset and reference log-prob caches; "" = <run>/train/work.
+    # Multi-node runs need it (and the run directory) on shared storage.
+    work_dir: str = ""
+    seed: int = 0
 
 
 @dataclass
@@ -254,6 +287,17 @@ def validate(cfg: Config) -> None:
         (cfg.train.warmup_steps >= 0, f"train.warmup_steps: must be >= 0, got {cfg.train.warmup_steps}"),
         (cfg.train.max_steps_per_stage >= 1, "train.max_steps_per_stage: must be >= 1"),
         (cfg.train.beta > 0, f"train.beta: must be > 0, got {cfg.train.beta}"),
+        (cfg.train.beta_last_stage > 0, "train.beta_last_stage: must be > 0"),
+        (cfg.train.decay_steps >= 0, "train.decay_steps: must be >= 0"),
+        (cfg.train.epochs_per_stage > 0, "train.epochs_per_stage: must be > 0"),
+        (cfg.train.batch_size >= 1 and cfg.train.grad_accum >= 1, "train.batch_size, train.grad_accum: must be >= 1"),
+        (cfg.train.max_length >= 16, "train.max_length: must be >= 16"),
+        (0 <= cfg.train.eval_fraction < 1, "train.eval_fraction: must be in [0, 1)"),
+        (cfg.train.eval_steps >= 1 and cfg.train.patience >= 1, "train.eval_steps, train.patience: must be >= 1"),
+        (0 < cfg.train.reward_saturation <= 1, "train.reward_saturation: must be in (0, 1]"),
+        (cfg.train.num_workers >= 1, "train.num_workers: must be >= 1"),
+        (cfg.train.cpus_per_worker > 0, "train.cpus_per_worker: must be > 0"),
+        (cfg.data.heldout_prompts >= 0, "data.heldout_prompts: must be >= 0"),
     ]
     for ok, msg in rules:
         if not ok:

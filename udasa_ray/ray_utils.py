@@ -21,7 +21,8 @@ def init_ray(cfg: RayConfig) -> None:
     # A local Ray needs no auth token, and must listen on loopback only (see STACK.md).
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+    # The dashboard serves the state API that Ray Train and Tune use to clean up after themselves.
+    ray.init(num_cpus=cfg.num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
              configure_logging=True, logging_level="WARNING")
 
 

@@ -52,6 +52,62 @@ def _plot_delta(pairs: list[dict], summary: dict, path) -> None:
     plt.close(fig)
 
 
+def _plot_stage(rows: list[dict], title: str, path) -> None:
+    """Loss, reward accuracy, margin (train and eval) and learning rate against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("loss", "DPO loss"), ("rewards/accuracies", "reward accuracy"), ("rewards/margins", "reward margin"),
+              ("learning_rate", "learning rate")]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        for prefix, style in (("", "-"), ("eval_", "o--")):
+            pts = [(r["step"], r[prefix + key]) for r in rows if prefix + key in r]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), style, label="eval" if prefix else "train", markersize=4)
+        ax.set_title(label)
+        ax.set_xlabel("step")
+        if key != "learning_rate":
+            ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _training(run: RunDir, out) -> list[str]:
+    summary = json.loads((run / "train" / "summary.json").read_text())
+    lines = ["", "## Phased DPO", "", f"Aligned policy: `{summary['aligned']}`; {summary['eval_pairs']} pairs held "
+             "out for early stopping.", "",
+             "| stage | steps (planned) | train pairs | peak lr | β | stopped early | final loss | eval reward acc |",
+             "|---|---|---|---|---|---|---|---|"]
+    for st in summary["stages"]:
+        metrics = run / "train" / f"stage_{st['stage']}" / "metrics.jsonl"
+        rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+        loss = [r["loss"] for r in rows if "loss" in r]
+        acc = [r["eval_rewards/accuracies"] for r in rows if "eval_rewards/accuracies" in r]
+        lines.append(f"| {st['stage']}. {st['name']} | {st['steps']} ({st['planned_steps']}) | {st['train_pairs']} | "
+                     f"{st['peak_lr']:g} | {st['beta']} | {st['stopped_early'] or 'no'} | "
+                     f"{loss[-1] if loss else float('nan'):.4f} | {acc[-1] if acc else float('nan'):.3f} |")
+        if rows:
+            _plot_stage(rows, f"stage {st['stage']} ({st['name']})", out / f"train_stage_{st['stage']}.png")
+    lines.append("")
+    lines += [f"![stage {st['stage']}](train_stage_{st['stage']}.png)" for st in summary["stages"]]
+    check = run / "heldout" / "summary.json"
+    if check.exists():
+        c = json.loads(check.read_text())
+        keys = ["U", "u_sem", "u_fact", "u_val", "unsafe_rate"]
+        lines += ["", "## Held-out check: base vs aligned", "",
+                  f"{c['prompts']} prompts never trained on; mean uncertainties of fresh responses and the unsafe "
+                  "rate (lower is better).", "", "| | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for side in ("base", "aligned"):
+            lines.append(f"| {side} | " + " | ".join(f"{c[side][k]:.4f}" for k in keys) + " |")
+        lines.append("| Δ (aligned − base) | " + " | ".join(f"{c['delta'][k]:+.4f}" for k in keys) + " |")
+    return lines
+
+
 def _clip(text: str, n: int = 220) -> str:
     text = " ".join(text.split()).replace("|", "\\|")
     return text if len(text) <= n else text[: n - 1] + "…"
@@ -108,6 +164,8 @@ def write_report(run: RunDir, examples_per_stage: int = 2) -> str:
                 lines.append(f"| {_clip(p['prompt'], 100)} | {_clip(p['chosen'])} ({p['U_chosen']:.2f}) | "
                              f"{_clip(p['rejected'])} ({p['U_rejected']:.2f}) | {p['delta_u']:.3f} |")
             lines.append("")
+    if (run / "train" / "summary.json").exists():
+        lines += _training(run, out)
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return str(path)

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from udasa_ray.config import Config
-from udasa_ray.data.ingest import PROMPT_COLUMNS, IngestError, ingest
+from udasa_ray.data.ingest import PROMPT_COLUMNS, IngestError, ingest, split_heldout
 from udasa_ray.runs import RunDir
 
 
@@ -24,7 +24,8 @@ def _source_fingerprint(source: str) -> str:
 
 def ingest_stage(cfg: Config, run: RunDir, source: str | None = None, force: bool = False) -> dict:
     source = source or cfg.data.source
-    key = json.dumps([_source_fingerprint(source), cfg.data.max_prompt_chars, cfg.data.hf_split])
+    d = cfg.data
+    key = json.dumps([_source_fingerprint(source), d.max_prompt_chars, d.hf_split, d.heldout_prompts, d.seed])
     config_hash = hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def work(resume: bool) -> dict:
@@ -37,11 +38,17 @@ def ingest_stage(cfg: Config, run: RunDir, source: str | None = None, force: boo
               + (f" (reasons in {run / 'rejects.jsonl'})" if rejects else ""))
         if not prompts:
             raise IngestError(f"{source}: no valid record among {total}; see {run / 'rejects.jsonl'}")
-        table = pa.Table.from_pylist(prompts).select(PROMPT_COLUMNS)
-        pq.write_table(table, run / "prompts.parquet")
-        return {"source": source, "records": total, "prompts": len(prompts), "rejected": len(rejects)}
+        prompts, heldout = split_heldout(prompts, d.heldout_prompts, d.seed)
+        pq.write_table(pa.Table.from_pylist(prompts).select(PROMPT_COLUMNS), run / "prompts.parquet")
+        pq.write_table(pa.Table.from_pylist(heldout, schema=pa.schema([(c, pa.string()) for c in PROMPT_COLUMNS])),
+                       run / "heldout.parquet")
+        if heldout:
+            print(f"[ingest] {len(heldout)} prompts held out for the base-vs-aligned check ({run / 'heldout.parquet'})")
+        return {"source": source, "records": total, "prompts": len(prompts), "heldout": len(heldout),
+                "rejected": len(rejects)}
 
-    return run.run_stage("ingest", cfg, config_hash, work, ["prompts.parquet", "rejects.jsonl"], force)
+    return run.run_stage("ingest", cfg, config_hash, work, ["prompts.parquet", "heldout.parquet", "rejects.jsonl"],
+                         force)
 
 
 def _chain_hash(own: str, run: RunDir, upstream: str) -> str:
@@ -96,3 +103,27 @@ def pairs_stage(cfg: Config, run: RunDir, force: bool = False) -> dict:
     _require(run, "score", "score")
     config_hash = _chain_hash(cfg.section_hash("curriculum"), run, "score")
     return run.run_stage("pairs", cfg, config_hash, lambda resume: make_pairs(cfg, run), ["pairs", "stages"], force)
+
+
+def train_stage(cfg: Config, run: RunDir, force: bool = False) -> dict:
+    from udasa_ray.train.phased import train
+
+    _require(run, "pairs", "pairs")
+    return train(cfg, run, force)
+
+
+def check_stage(cfg: Config, run: RunDir, force: bool = False) -> dict | None:
+    """Base vs aligned on the held-out prompts (needs a finished train stage)."""
+    from udasa_ray.evaluate.heldout import format_check, heldout_check
+
+    summary_path = run / "train" / "summary.json"
+    if not summary_path.exists():
+        raise StageMissing(f"{run.path} has no trained policy: run `udasa train` first")
+    trained = json.loads(summary_path.read_text())
+    result = heldout_check(cfg, run, trained["aligned"], trained["aligned_hash"], force)
+    if result is None:
+        print("[check] no held-out prompts (data.heldout_prompts: 0): skipped")
+        return None
+    print(f"[check] {result['prompts']} held-out prompts x {cfg.generation.n} responses; mean uncertainties "
+          f"and unsafe rate (u_val > {cfg.scoring.unsafe_threshold}), lower is better:\n{format_check(result)}")
+    return result

@@ -197,3 +197,13 @@ def ingest(source: str, max_chars: int, hf_split: str = "train") -> tuple[list[d
             text = raw.text.encode("utf-8", "backslashreplace").decode("utf-8")
         rejects.append({"source": source, "position": raw.position, "reason": reason, "raw": text[:500]})
     return prompts, rejects
+
+
+def split_heldout(prompts: list[dict], k: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """Set `k` prompts aside for the held-out check: a seeded draw by hash, stable whatever the
+    input order, keeping the input order within each part."""
+    if k >= len(prompts) > 0:
+        raise IngestError(f"data.heldout_prompts={k} leaves no prompt to train on ({len(prompts)} valid)")
+    rank = sorted(prompts, key=lambda p: hashlib.sha256(f"{seed}:{p['prompt_id']}".encode()).hexdigest())
+    held = {p["prompt_id"] for p in rank[:k]}
+    return [p for p in prompts if p["prompt_id"] not in held], [p for p in prompts if p["prompt_id"] in held]

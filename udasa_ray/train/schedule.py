@@ -1,4 +1,4 @@
-"""Learning-rate schedule of phased DPO (SPEC §6), as pure functions.
+"""The plan of a phased-DPO stage (SPEC §6) as pure functions: steps, learning rate, when to stop.
 
 Each stage: linear warm-up to its peak, constant, then linear decay to 0 over its last steps.
 Stage 1 peaks at lr_stage1 (3e-6 in the paper), later stages at lr (5e-6); the paper warms up
@@ -38,3 +38,24 @@ def lr_at(step: int, total: int, peak: float, warmup: int, decay: int) -> float:
 def stage_peak(stage: int, lr_stage1: float, lr: float) -> float:
     """Peak LR of a 1-based stage: the conservative stage is trained more gently."""
     return lr_stage1 if stage == 1 else lr
+
+
+class EarlyStop:
+    """SPEC §6's stage stop rule, fed one evaluation at a time: stop when the eval loss has not
+    improved for `patience` evaluations, or once eval reward accuracy reaches `saturation`."""
+
+    def __init__(self, patience: int, saturation: float) -> None:
+        self.patience, self.saturation = patience, saturation
+        self.best, self.stale = math.inf, 0
+
+    def update(self, loss: float, accuracy: float | None) -> str | None:
+        """The reason to stop now, or None."""
+        if accuracy is not None and accuracy >= self.saturation:
+            return f"eval reward accuracy {accuracy:.3f} >= {self.saturation}"
+        if loss < self.best:
+            self.best, self.stale = loss, 0
+            return None
+        self.stale += 1
+        if self.stale >= self.patience:
+            return f"eval loss has not improved on {self.best:.4f} for {self.patience} evaluations"
+        return None

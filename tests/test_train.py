@@ -1,0 +1,148 @@
+"""Phased DPO with the real bundled policy on a few steps: the stage loop on Ray Train, a kill in
+stage 2 and its resume, and DeepSpeed ZeRO-2 on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from udasa_ray.config import load_config
+from udasa_ray.data.ingest import ingest
+from udasa_ray.runs import RunDir
+from udasa_ray.train.schedule import lr_at
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+
+# A few steps of everything: short sequences, 2 warm-up and 2 decay steps, an evaluation every step.
+FAST = ["train.max_steps_per_stage=4", "train.batch_size=2", "train.max_length=64", "train.warmup_steps=2",
+        "train.decay_steps=2", "train.eval_steps=1", "train.patience=5", "train.cpus_per_worker=2", "ray.num_cpus=2"]
+
+
+def pairs_run(path: Path, stage_sizes: list[int]) -> RunDir:
+    """A run directory as the pairs stage leaves it, with hand-written pairs: a helpful chosen
+    answer against an unhelpful rejected one."""
+    prompts, _ = ingest("bundled:prompts", 2000)
+    pairs, k = [], 0
+    for stage, size in enumerate(stage_sizes, start=1):
+        for p in prompts[k : k + size]:
+            pairs.append({"prompt_id": p["prompt_id"], "prompt": p["prompt"], "stage": stage,
+                          "chosen": "Here is a short, careful answer: " + p["reference"][:80],
+                          "rejected": "I don't know. Figure it out yourself."})
+        k += size
+    run = RunDir(path)
+    (run / "pairs").mkdir()
+    (run / "stages").mkdir()
+    pq.write_table(pa.Table.from_pylist(pairs), run / "pairs" / "pairs.parquet")
+    names = ["conservative", "moderate", "exploratory"][: len(stage_sizes)]
+    info = []
+    for stage, name in enumerate(names, start=1):
+        f = f"stage_{stage}_{name}.parquet"
+        pq.write_table(pa.Table.from_pylist([p for p in pairs if p["stage"] == stage]), run / "stages" / f)
+        info.append({"stage": stage, "name": name, "pairs": stage_sizes[stage - 1], "file": f})
+    (run / "stages" / "summary.json").write_text(json.dumps({"stages": info}))
+    run._update("pairs", status="done", config_hash="hand-written")
+    return run
+
+
+def _cli(run: RunDir, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "udasa_ray.cli", "train", "--config", str(ROOT / "configs" / "tiny-cpu.yaml"),
+            "--run-dir", str(run.path), *FAST, *extra]
+
+
+def _env(model_cache: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ""}
+
+
+@pytest.mark.timeout(900)
+def test_stage_loop_killed_in_stage_2_resumes_without_retraining_stage_1(tmp_path, model_cache):
+    run = pairs_run(tmp_path / "run", [8, 8])
+    # No eval split here, so no early stop: every planned step runs and the schedule shows whole.
+    cmd = _cli(run, "train.eval_fraction=0", f"models.cache_dir={model_cache}")
+    log = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(model_cache), start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if run.stage("train_stage_2").get("status") == "running":
+            time.sleep(8)  # well inside stage 2: its Ray Train workers are up
+            break
+        time.sleep(1)
+    assert proc.poll() is None, f"train exited before stage 2: {(tmp_path / 'first.log').read_text()[-3000:]}"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert run.stage("train_stage_1")["status"] == "done" and run.stage("train_stage_2")["status"] == "running"
+    stage1 = run / "train" / "stage_1" / "model.safetensors"
+    mtime = stage1.stat().st_mtime_ns
+
+    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(model_cache), timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "[train_stage_1] already done" in out.stdout
+    assert stage1.stat().st_mtime_ns == mtime  # not retrained
+    assert run.stage("train_stage_2")["status"] == "done"
+
+    # The stages trained as planned: 8 pairs, batch 2 -> 4 steps, LR warm-up, peak, decay.
+    summary = json.loads((run / "train" / "summary.json").read_text())
+    assert summary["aligned"] == str(run / "train" / "stage_2") and summary["eval_pairs"] == 0
+    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", FAST)
+    for st in summary["stages"]:
+        assert st["steps"] == st["planned_steps"] == 4 and st["train_pairs"] == 8 and not st["stopped_early"]
+        rows = [json.loads(line) for line in (run / "train" / f"stage_{st['stage']}" / "metrics.jsonl").open()]
+        lrs = [r["learning_rate"] for r in rows if "learning_rate" in r]
+        peak = cfg.train.lr_stage1 if st["stage"] == 1 else cfg.train.lr
+        assert lrs == pytest.approx([peak / 2, peak, peak * 2 / 3, peak / 3])
+        assert lrs == pytest.approx([lr_at(s, 4, peak, 2, 2) for s in range(4)])
+        assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]
+        assert all(0 <= r["rewards/accuracies"] <= 1 for r in rows if "rewards/accuracies" in r)
+    assert summary["stages"][0]["beta"] == cfg.train.beta  # the last stage gets the stronger KL term
+    assert summary["stages"][1]["beta"] == cfg.train.beta_last_stage
+
+    # Each checkpoint is a Hugging Face model that moved away from the base policy.
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(summary["base"])
+    tuned = AutoModelForCausalLM.from_pretrained(summary["aligned"])
+    AutoTokenizer.from_pretrained(summary["aligned"])
+    diffs = [(a - b).abs().max().item() for a, b in zip(base.parameters(), tuned.parameters(), strict=True)]
+    assert 0 < max(diffs) < 1e-2
+    assert json.loads((run / "train" / "stage_2" / "trainer_state.json").read_text())["global_step"] == 4
+    assert any((run / "train" / "stage_2" / "tensorboard").iterdir())
+    del base, tuned, torch
+
+    # Same config again: nothing retrains.
+    again = subprocess.run(cmd, capture_output=True, text=True, env=_env(model_cache), timeout=300)
+    assert again.returncode == 0 and again.stdout.count("already done") == 2
+
+
+@pytest.mark.timeout(600)
+def test_deepspeed_zero2_on_cpu_with_early_stop(tmp_path, model_cache, ray_local):
+    from udasa_ray.train.phased import train
+
+    run = pairs_run(tmp_path / "run", [6])
+    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml",
+                      [*FAST, "train.eval_fraction=0.34", "train.deepspeed.zero_stage=2",
+                       f"models.cache_dir={model_cache}"])
+    summary = train(cfg, run)
+    (stage,) = summary["stages"]
+    assert stage["zero_stage"] == 2 and stage["world_size"] == 1
+    assert stage["train_pairs"] == 4 and stage["eval_pairs"] == 2 and stage["planned_steps"] == 2
+    # These pairs are easy (a helpful answer against a refusal): one step makes every held-out pair
+    # prefer its chosen answer, and the reward-saturation rule ends the stage.
+    assert stage["steps"] == 1 and "eval reward accuracy 1.000" in stage["stopped_early"]
+    rows = [json.loads(line) for line in (run / "train" / "stage_1" / "metrics.jsonl").open()]
+    evals = [r for r in rows if "eval_loss" in r]
+    # At step 0 the policy is its own reference: loss ln 2, up to bf16 rounding of the two forwards.
+    assert [r["step"] for r in evals] == [0, 1] and evals[0]["eval_loss"] == pytest.approx(0.6931, abs=0.01)
+    assert any("loss" in r and r["loss"] > 0 for r in rows)
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(summary["aligned"]).num_parameters() > 1e8

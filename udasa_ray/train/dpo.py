@@ -1,0 +1,184 @@
+"""One phased-DPO stage on a Ray Train worker: TRL's DPOTrainer with the stage's LR schedule,
+early stopping and metrics, ending in a Hugging Face checkpoint reported to Ray Train.
+
+The worker reads everything from its config dict (built by train/phased.py), so this file is the
+whole of what runs on a training node. DeepSpeed is optional and only imported by transformers
+when `deepspeed` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
+from trl import DPOConfig, DPOTrainer
+
+from udasa_ray.models import pick_dtype
+from udasa_ray.train.schedule import EarlyStop, lr_at
+
+# What the metrics file and the report keep of TRL's logs (train keys; eval ones get "eval_").
+LOGGED = ["loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "learning_rate",
+          "grad_norm"]
+
+
+def deepspeed_config(zero_stage: int, offload: bool) -> dict[str, Any]:
+    """A ZeRO-2/3 config whose sizes and precision transformers fills from the DPOConfig ("auto")."""
+    zero: dict[str, Any] = {"stage": zero_stage, "overlap_comm": True, "contiguous_gradients": True}
+    if offload:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+        if zero_stage == 3:
+            zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    if zero_stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True  # save_model writes whole HF weights
+    return {"zero_optimization": zero, "bf16": {"enabled": "auto"}, "gradient_clipping": "auto",
+            "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+            "train_batch_size": "auto"}
+
+
+def dpo_args(c: dict[str, Any], output_dir: str, precompute: bool) -> DPOConfig:
+    """The DPOConfig of a stage. Shared with bench/dpo.py, so both trainers run the same settings."""
+    bf16 = pick_dtype(c["dtype"]) == "bfloat16"  # mixed precision; master weights stay fp32
+    return DPOConfig(
+        output_dir=output_dir,
+        learning_rate=c["peak_lr"],
+        max_steps=c["steps"],
+        per_device_train_batch_size=c["batch_size"],
+        per_device_eval_batch_size=c["batch_size"],
+        gradient_accumulation_steps=c["grad_accum"],
+        beta=c["beta"],
+        max_length=c["max_length"],
+        precompute_ref_log_probs=precompute,
+        bf16=bf16,
+        use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=c.get("gradient_checkpointing", False),
+        deepspeed=c.get("deepspeed"),
+        eval_strategy="steps" if c.get("eval_file") else "no",
+        eval_steps=c["eval_steps"],
+        eval_on_start=bool(c.get("eval_file")),
+        logging_steps=1,
+        save_strategy="no",
+        report_to=c.get("report_to", "none"),
+        disable_tqdm=True,
+        seed=c["seed"],
+        data_seed=c["seed"],
+        dataloader_num_workers=0,
+    )
+
+
+class PhasedDPOTrainer(DPOTrainer):
+    """DPOTrainer whose LR follows the stage's phased schedule (also under DeepSpeed, which
+    refuses an optimizer passed in but asks the trainer for its scheduler)."""
+
+    def __init__(self, *args: Any, schedule: dict[str, Any], **kwargs: Any) -> None:
+        self.schedule = schedule
+        super().__init__(*args, **kwargs)
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> LambdaLR:
+        s = self.schedule
+        if self.lr_scheduler is None:
+            self.lr_scheduler = LambdaLR(optimizer or self.optimizer,
+                                         lambda step: lr_at(step, s["steps"], 1.0, s["warmup"], s["decay"]))
+        return self.lr_scheduler
+
+
+class StageLog(TrainerCallback):
+    """Rank 0 appends every log line to metrics.jsonl and prints a short one; evaluations feed
+    the early-stop rule."""
+
+    def __init__(self, path: Path, stage: int, stop: EarlyStop) -> None:
+        self.path, self.stage, self.stop, self.reason = path, stage, stop, None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+        if not (state.is_world_process_zero and logs):
+            return
+        row = {"stage": self.stage, "step": state.global_step, "time": time.time(), **logs}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        prefix = "eval_" if "eval_loss" in logs else ""
+        if prefix + "loss" in logs:
+            print(f"[train] stage {self.stage} step {state.global_step}/{state.max_steps} {prefix or 'train '}loss "
+                  f"{logs[prefix + 'loss']:.4f} reward acc {logs.get(prefix + 'rewards/accuracies', float('nan')):.2f} "
+                  f"margin {logs.get(prefix + 'rewards/margins', float('nan')):+.3f}"
+                  + (f" lr {logs['learning_rate']:.2e}" if "learning_rate" in logs else ""), flush=True)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: ANN001
+        reason = self.stop.update(metrics["eval_loss"], metrics.get("eval_rewards/accuracies"))
+        if reason and state.global_step > 0:  # the evaluation at step 0 is the baseline
+            self.reason = reason
+            control.should_training_stop = True
+
+
+def _datasets(c: dict[str, Any], rank: int):
+    """On-disk datasets in the shared work dir: TRL's reference log-prob cache is written by rank 0
+    next to the data and read by the other ranks, so all must see the same files."""
+    import torch.distributed as dist
+    from datasets import Dataset
+
+    def load():
+        cache = str(Path(c["work_dir"]) / "hf-cache")
+        train = Dataset.from_parquet(c["train_file"], cache_dir=cache)
+        evaluation = Dataset.from_parquet(c["eval_file"], cache_dir=cache) if c.get("eval_file") else None
+        return train, evaluation
+
+    distributed = dist.is_available() and dist.is_initialized()
+    if rank == 0 or not distributed:
+        out = load()
+    if distributed:
+        dist.barrier()
+    return out if rank == 0 or not distributed else load()
+
+
+def run_stage(c: dict[str, Any]) -> dict[str, Any]:
+    """Train one stage; returns its summary. Writes the checkpoint to c["output_dir"] (rank 0)."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(max(1, int(c["threads"])))
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    out = Path(c["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "tensorboard")
+    # DPOConfig first: under ZeRO-3 it is what lets from_pretrained shard the weights as they load.
+    args = dpo_args(c, str(out / "trainer"), precompute=c["precompute"])
+    tok = AutoTokenizer.from_pretrained(c["start"])
+    model = AutoModelForCausalLM.from_pretrained(c["start"], dtype=torch.float32)
+    ref = AutoModelForCausalLM.from_pretrained(c["ref"], dtype=torch.float32) if c["ref"] != c["start"] else None
+    train, evaluation = _datasets(c, rank)
+    log = StageLog(out / "metrics.jsonl", c["stage"], EarlyStop(c["patience"], c["reward_saturation"]))
+    t0 = time.perf_counter()  # construction included: it is where reference log-probs are precomputed
+    trainer = PhasedDPOTrainer(model=model, ref_model=ref, args=args, train_dataset=train, eval_dataset=evaluation,
+                               processing_class=tok, callbacks=[log],
+                               schedule={"steps": c["steps"], "warmup": c["warmup"], "decay": c["decay"]})
+    trainer.remove_callback(PrinterCallback)  # StageLog prints a shorter line
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    trainer.save_model(str(out))  # every rank: ZeRO-3 gathers the shards here
+    summary = {"stage": c["stage"], "name": c["name"], "planned_steps": c["steps"], "steps": trainer.state.global_step,
+               "stopped_early": log.reason, "train_pairs": len(train), "eval_pairs": len(evaluation or []),
+               "beta": c["beta"], "peak_lr": c["peak_lr"], "seconds": round(seconds, 1), "world_size": args.world_size,
+               "bf16": args.bf16,
+               "zero_stage": trainer.accelerator.state.deepspeed_plugin.zero_stage if trainer.is_deepspeed_enabled else 0}
+    if rank == 0:
+        tok.save_pretrained(str(out))
+        trainer.state.save_to_json(str(out / "trainer_state.json"))
+        (out / "stage.json").write_text(json.dumps(summary, indent=2))
+        shutil.rmtree(out / "trainer", ignore_errors=True)
+    return summary
+
+
+def train_loop(c: dict[str, Any]) -> None:
+    """Ray Train's per-worker function: run the stage, report its checkpoint from rank 0."""
+    import ray.train
+
+    rank = ray.train.get_context().get_world_rank()
+    with tempfile.TemporaryDirectory(prefix=f"udasa-stage{c['stage']}-") as tmp:
+        summary = run_stage({**c, "output_dir": tmp})
+        checkpoint = ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None
+        ray.train.report({k: v for k, v in summary.items() if v is not None}, checkpoint=checkpoint)

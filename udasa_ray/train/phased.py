@@ -1,0 +1,134 @@
+"""Phased DPO (SPEC §6) from the driver: one Ray Train `TorchTrainer` fit per curriculum stage.
+
+Each stage is its own resumable step in the run manifest (`train_stage_<k>`), chained to the one
+before, so a killed run retrains only the stage it was in. A stage starts from the previous
+stage's checkpoint; its reference is the initial policy (default) or that previous policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from udasa_ray.config import Config
+from udasa_ray.models import resolve
+from udasa_ray.runs import RunDir
+from udasa_ray.train.data import dpo_rows, eval_split
+from udasa_ray.train.schedule import phases, stage_peak, stage_steps
+
+
+def planned_stages(run: RunDir) -> list[dict]:
+    """The curriculum's non-empty stages, in training order (empty ones were warned about)."""
+    summary = json.loads((run / "stages" / "summary.json").read_text())
+    return [s for s in summary["stages"] if s["file"]]
+
+
+def stage_key(stage: int) -> str:
+    return f"train_stage_{stage}"
+
+
+def worker_config(cfg: Config, run: RunDir, stage: dict, index: int, last: bool, start: str, base: str,
+                  eval_ids: set[str]) -> dict[str, Any]:
+    """Everything a worker needs for one stage, with its data written to the shared work dir."""
+    t, g = cfg.train, cfg.generation
+    work = Path(t.work_dir).expanduser() if t.work_dir else run / "train" / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    pairs = pq.read_table(run / "stages" / stage["file"]).to_pylist()
+    train = [p for p in pairs if p["prompt_id"] not in eval_ids]
+    if not train:
+        raise RuntimeError(f"stage {stage['stage']} ({stage['name']}): all {len(pairs)} pairs are in the eval split")
+    train_file = work / f"stage_{stage['stage']}_train.parquet"
+    pq.write_table(pa.Table.from_pylist(dpo_rows(train, g.prompt_template, g.system_prompt)), train_file)
+    eval_file = None
+    if eval_ids:
+        eval_pairs = [p for p in pq.read_table(run / "pairs" / "pairs.parquet").to_pylist()
+                      if p["prompt_id"] in eval_ids]
+        eval_file = work / "eval.parquet"
+        pq.write_table(pa.Table.from_pylist(dpo_rows(eval_pairs, g.prompt_template, g.system_prompt)), eval_file)
+    steps = stage_steps(len(train), t.batch_size * t.grad_accum * t.num_workers, t.max_steps_per_stage,
+                        t.epochs_per_stage)
+    warmup, decay = phases(steps, t.warmup_steps, t.decay_steps)
+    return {
+        "stage": stage["stage"], "name": stage["name"], "start": start,
+        "ref": base if t.reference == "initial" else start,
+        "train_file": str(train_file), "eval_file": str(eval_file) if eval_file else None, "work_dir": str(work),
+        "steps": steps, "warmup": warmup, "decay": decay, "peak_lr": stage_peak(index, t.lr_stage1, t.lr),
+        "beta": t.beta_last_stage if last and index > 1 else t.beta,
+        "batch_size": t.batch_size, "grad_accum": t.grad_accum, "max_length": t.max_length,
+        "precompute": t.precompute_ref, "eval_steps": t.eval_steps, "patience": t.patience,
+        "reward_saturation": t.reward_saturation, "dtype": t.dtype, "seed": t.seed + stage["stage"],
+        "threads": max(1, int(t.cpus_per_worker)), "report_to": "tensorboard",
+        "deepspeed": _deepspeed(cfg),
+    }
+
+
+def _deepspeed(cfg: Config) -> dict | None:
+    if cfg.train.deepspeed.zero_stage == 0:
+        return None
+    from udasa_ray.train.dpo import deepspeed_config  # pulls torch and TRL: only when asked for
+
+    return deepspeed_config(cfg.train.deepspeed.zero_stage, cfg.train.deepspeed.offload)
+
+
+def fit_stage(cfg: Config, c: dict[str, Any], out: Path, storage: Path) -> dict[str, Any]:
+    """Run one stage on Ray Train and move its checkpoint to `out`."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from udasa_ray.train.dpo import train_loop
+
+    t = cfg.train
+    resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=c,
+        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
+        torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
+        run_config=RunConfig(name=f"stage_{c['stage']}", storage_path=str(storage.resolve())),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"stage {c['stage']}: Ray Train finished without a checkpoint ({result.error})")
+    shutil.rmtree(out, ignore_errors=True)
+    result.checkpoint.to_directory(str(out))
+    shutil.rmtree(storage / f"stage_{c['stage']}", ignore_errors=True)  # the copy in Ray's storage
+    return json.loads((out / "stage.json").read_text())
+
+
+def train(cfg: Config, run: RunDir, force: bool = False) -> dict[str, Any]:
+    """Train every non-empty stage in order (skipping finished ones); returns the aligned policy."""
+    from udasa_ray.ray_utils import init_ray
+
+    stages = planned_stages(run)
+    base = resolve(cfg.models.policy, cfg.models.cache_dir)
+    pairs = pq.read_table(run / "pairs" / "pairs.parquet", columns=["prompt_id"])["prompt_id"].to_pylist()
+    eval_ids = eval_split(pairs, cfg.train.eval_fraction, cfg.train.seed)
+    upstream = run.stage("pairs")["config_hash"]
+    start, done = base, []
+    for index, stage in enumerate(stages, start=1):
+        key, out = stage_key(stage["stage"]), run / "train" / f"stage_{stage['stage']}"
+        config_hash = hashlib.sha256((cfg.section_hash("train", "models") + upstream).encode()).hexdigest()[:16]
+
+        def work(resume: bool, stage=stage, index=index, start=start, out=out) -> dict[str, Any]:
+            init_ray(cfg.ray)
+            c = worker_config(cfg, run, stage, index, index == len(stages), start, base, eval_ids)
+            print(f"[train] stage {stage['stage']} ({stage['name']}): {c['steps']} steps at peak lr "
+                  f"{c['peak_lr']:g}, beta {c['beta']}, {cfg.train.num_workers} worker(s)")
+            return fit_stage(cfg, c, out, run / "train" / "ray")
+
+        stats = run.run_stage(key, cfg, config_hash, work, [f"train/stage_{stage['stage']}"], force)
+        stop = f", stopped early: {stats['stopped_early']}" if stats.get("stopped_early") else ""
+        print(f"[train] stage {stage['stage']} ({stage['name']}): {stats['steps']}/{stats['planned_steps']} steps "
+              f"in {stats['seconds']}s{stop} -> {out}")
+        done.append(stats)
+        start, upstream = str(out), config_hash
+    summary = {"aligned": start, "aligned_hash": upstream, "base": base, "eval_pairs": len(eval_ids), "stages": done}
+    (run / "train").mkdir(exist_ok=True)
+    (run / "train" / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
