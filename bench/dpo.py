@@ -86,7 +86,7 @@ def main() -> int:
              "beta": t.beta, "batch_size": t.batch_size, "grad_accum": 1, "max_length": t.max_length,
              "precompute": True, "eval_steps": t.eval_steps, "patience": t.patience,
              "reward_saturation": t.reward_saturation, "dtype": t.dtype, "seed": 0,
-             "threads": max(1, int(t.cpus_per_worker)), "deepspeed": None}
+             "threads": max(1, int(t.cpus_per_worker)), "deepspeed": None, "gradient_checkpointing": False}
         plain_s = plain_trl(c, base, tmp)
         init_ray(cfg.ray)
         t0 = time.perf_counter()

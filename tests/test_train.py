@@ -65,9 +65,11 @@ def _env(model_cache: str) -> dict[str, str]:
 
 @pytest.mark.timeout(900)
 def test_stage_loop_killed_in_stage_2_resumes_without_retraining_stage_1(tmp_path, model_cache):
-    run = pairs_run(tmp_path / "run", [8, 8])
-    # No eval split here, so no early stop: every planned step runs and the schedule shows whole.
-    cmd = _cli(run, "train.eval_fraction=0", f"models.cache_dir={model_cache}")
+    run = pairs_run(tmp_path / "run", [16, 16])
+    # DDP over gloo with 2 workers. No eval split here, so no early stop: every planned step runs
+    # and the schedule shows whole.
+    cmd = _cli(run, "train.eval_fraction=0", "train.num_workers=2", "train.cpus_per_worker=1",
+               f"models.cache_dir={model_cache}")
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(model_cache), start_new_session=True)
     deadline = time.time() + 600
@@ -89,12 +91,13 @@ def test_stage_loop_killed_in_stage_2_resumes_without_retraining_stage_1(tmp_pat
     assert stage1.stat().st_mtime_ns == mtime  # not retrained
     assert run.stage("train_stage_2")["status"] == "done"
 
-    # The stages trained as planned: 8 pairs, batch 2 -> 4 steps, LR warm-up, peak, decay.
+    # The stages trained as planned: 16 pairs, 2 workers x batch 2 -> 4 steps, LR warm-up, peak, decay.
     summary = json.loads((run / "train" / "summary.json").read_text())
     assert summary["aligned"] == str(run / "train" / "stage_2") and summary["eval_pairs"] == 0
     cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", FAST)
     for st in summary["stages"]:
-        assert st["steps"] == st["planned_steps"] == 4 and st["train_pairs"] == 8 and not st["stopped_early"]
+        assert st["steps"] == st["planned_steps"] == 4 and st["train_pairs"] == 16 and not st["stopped_early"]
+        assert st["world_size"] == 2
         rows = [json.loads(line) for line in (run / "train" / f"stage_{st['stage']}" / "metrics.jsonl").open()]
         lrs = [r["learning_rate"] for r in rows if "learning_rate" in r]
         peak = cfg.train.lr_stage1 if st["stage"] == 1 else cfg.train.lr
@@ -138,6 +141,7 @@ def test_deepspeed_zero2_on_cpu_with_early_stop(tmp_path, model_cache, ray_local
     # These pairs are easy (a helpful answer against a refusal): one step makes every held-out pair
     # prefer its chosen answer, and the reward-saturation rule ends the stage.
     assert stage["steps"] == 1 and "eval reward accuracy 1.000" in stage["stopped_early"]
+    assert stage["best_step"] == 1 and stage["best_eval_loss"] < 0.69  # the kept policy is the better one
     rows = [json.loads(line) for line in (run / "train" / "stage_1" / "metrics.jsonl").open()]
     evals = [r for r in rows if "eval_loss" in r]
     # At step 0 the policy is its own reference: loss ln 2, up to bf16 rounding of the two forwards.

@@ -154,6 +154,7 @@ class TrainConfig:
     cpus_per_worker: float = 2.0
     use_gpu: bool = False
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # bfloat16: mixed precision
+    gradient_checkpointing: bool = False  # trade compute for activation memory (7B/30B)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     # Where ranks share dataset and reference log-prob caches; "" = <run>/train/work.
     # Multi-node runs need it (and the run directory) on shared storage.

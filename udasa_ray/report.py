@@ -81,16 +81,17 @@ def _training(run: RunDir, out) -> list[str]:
     summary = json.loads((run / "train" / "summary.json").read_text())
     lines = ["", "## Phased DPO", "", f"Aligned policy: `{summary['aligned']}`; {summary['eval_pairs']} pairs held "
              "out for early stopping.", "",
-             "| stage | steps (planned) | train pairs | peak lr | β | stopped early | final loss | eval reward acc |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| stage | steps (planned) | train pairs | peak lr | β | stopped early | kept step (eval loss) | "
+             "eval reward acc |", "|---|---|---|---|---|---|---|---|"]
     for st in summary["stages"]:
         metrics = run / "train" / f"stage_{st['stage']}" / "metrics.jsonl"
         rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
-        loss = [r["loss"] for r in rows if "loss" in r]
-        acc = [r["eval_rewards/accuracies"] for r in rows if "eval_rewards/accuracies" in r]
+        acc = {r["step"]: r["eval_rewards/accuracies"] for r in rows if "eval_rewards/accuracies" in r}
+        kept = (f"{st['best_step']} ({st['best_eval_loss']:.4f})" if st.get("best_step") is not None
+                else f"{st['steps']} (last; no eval split)")
         lines.append(f"| {st['stage']}. {st['name']} | {st['steps']} ({st['planned_steps']}) | {st['train_pairs']} | "
-                     f"{st['peak_lr']:g} | {st['beta']} | {st['stopped_early'] or 'no'} | "
-                     f"{loss[-1] if loss else float('nan'):.4f} | {acc[-1] if acc else float('nan'):.3f} |")
+                     f"{st['peak_lr']:g} | {st['beta']} | {st['stopped_early'] or 'no'} | {kept} | "
+                     f"{acc.get(st.get('best_step'), float('nan')):.3f} |")
         if rows:
             _plot_stage(rows, f"stage {st['stage']} ({st['name']})", out / f"train_stage_{st['stage']}.png")
     lines.append("")

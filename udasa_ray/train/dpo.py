@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -58,7 +59,7 @@ def dpo_args(c: dict[str, Any], output_dir: str, precompute: bool) -> DPOConfig:
         precompute_ref_log_probs=precompute,
         bf16=bf16,
         use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=c.get("gradient_checkpointing", False),
+        gradient_checkpointing=c["gradient_checkpointing"],
         deepspeed=c.get("deepspeed"),
         eval_strategy="steps" if c.get("eval_file") else "no",
         eval_steps=c["eval_steps"],
@@ -90,11 +91,14 @@ class PhasedDPOTrainer(DPOTrainer):
 
 
 class StageLog(TrainerCallback):
-    """Rank 0 appends every log line to metrics.jsonl and prints a short one; evaluations feed
-    the early-stop rule."""
+    """Rank 0 appends every log line to metrics.jsonl and prints a short one. Evaluations feed
+    the early-stop rule, and the best one so far saves the policy to `best_dir`."""
 
-    def __init__(self, path: Path, stage: int, stop: EarlyStop) -> None:
-        self.path, self.stage, self.stop, self.reason = path, stage, stop, None
+    def __init__(self, path: Path, stage: int, stop: EarlyStop, best_dir: Path) -> None:
+        self.path, self.stage, self.stop, self.best_dir = path, stage, stop, best_dir
+        self.trainer: DPOTrainer | None = None
+        self.reason: str | None = None
+        self.best_step: int | None = None
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
         if not (state.is_world_process_zero and logs):
@@ -103,14 +107,19 @@ class StageLog(TrainerCallback):
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
         prefix = "eval_" if "eval_loss" in logs else ""
-        if prefix + "loss" in logs:
-            print(f"[train] stage {self.stage} step {state.global_step}/{state.max_steps} {prefix or 'train '}loss "
-                  f"{logs[prefix + 'loss']:.4f} reward acc {logs.get(prefix + 'rewards/accuracies', float('nan')):.2f} "
-                  f"margin {logs.get(prefix + 'rewards/margins', float('nan')):+.3f}"
-                  + (f" lr {logs['learning_rate']:.2e}" if "learning_rate" in logs else ""), flush=True)
+        if prefix + "loss" in logs:  # sys.stdout, not print: Ray Train's print patch shows lines twice
+            sys.stdout.write(
+                f"[train] stage {self.stage} step {state.global_step}/{state.max_steps} {prefix or 'train '}loss "
+                f"{logs[prefix + 'loss']:.4f} reward acc {logs.get(prefix + 'rewards/accuracies', float('nan')):.2f} "
+                f"margin {logs.get(prefix + 'rewards/margins', float('nan')):+.3f}"
+                + (f" lr {logs['learning_rate']:.2e}" if "learning_rate" in logs else "") + "\n")
+            sys.stdout.flush()
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: ANN001
         reason = self.stop.update(metrics["eval_loss"], metrics.get("eval_rewards/accuracies"))
+        if self.stop.stale == 0:  # every rank saves: ZeRO-3 gathers the shards
+            self.best_step = state.global_step
+            self.trainer.save_model(str(self.best_dir))
         if reason and state.global_step > 0:  # the evaluation at step 0 is the baseline
             self.reason = reason
             control.should_training_stop = True
@@ -151,20 +160,31 @@ def run_stage(c: dict[str, Any]) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(c["start"], dtype=torch.float32)
     ref = AutoModelForCausalLM.from_pretrained(c["ref"], dtype=torch.float32) if c["ref"] != c["start"] else None
     train, evaluation = _datasets(c, rank)
-    log = StageLog(out / "metrics.jsonl", c["stage"], EarlyStop(c["patience"], c["reward_saturation"]))
+    log = StageLog(out / "metrics.jsonl", c["stage"], EarlyStop(c["patience"], c["reward_saturation"]), out / "best")
     t0 = time.perf_counter()  # construction included: it is where reference log-probs are precomputed
     trainer = PhasedDPOTrainer(model=model, ref_model=ref, args=args, train_dataset=train, eval_dataset=evaluation,
                                processing_class=tok, callbacks=[log],
                                schedule={"steps": c["steps"], "warmup": c["warmup"], "decay": c["decay"]})
     trainer.remove_callback(PrinterCallback)  # StageLog prints a shorter line
+    log.trainer = trainer
     trainer.train()
+    if evaluation is not None and trainer.state.global_step % c["eval_steps"]:
+        trainer.evaluate()  # the steps after the last evaluation get judged too
     seconds = time.perf_counter() - t0
-    trainer.save_model(str(out))  # every rank: ZeRO-3 gathers the shards here
+    # With a held-out split, the stage's policy is its best evaluation (maybe its start); else the last step.
+    if evaluation is None:
+        trainer.save_model(str(out))  # every rank: ZeRO-3 gathers the shards here
+    elif rank == 0:
+        for f in (out / "best").iterdir():
+            os.replace(f, out / f.name)
+        (out / "best").rmdir()
+    zero = trainer.accelerator.state.deepspeed_plugin.zero_stage if trainer.is_deepspeed_enabled else 0
     summary = {"stage": c["stage"], "name": c["name"], "planned_steps": c["steps"], "steps": trainer.state.global_step,
-               "stopped_early": log.reason, "train_pairs": len(train), "eval_pairs": len(evaluation or []),
+               "stopped_early": log.reason, "best_step": log.best_step,
+               "best_eval_loss": log.stop.best if evaluation is not None else None,
+               "train_pairs": len(train), "eval_pairs": len(evaluation or []),
                "beta": c["beta"], "peak_lr": c["peak_lr"], "seconds": round(seconds, 1), "world_size": args.world_size,
-               "bf16": args.bf16,
-               "zero_stage": trainer.accelerator.state.deepspeed_plugin.zero_stage if trainer.is_deepspeed_enabled else 0}
+               "bf16": args.bf16, "zero_stage": zero}
     if rank == 0:
         tok.save_pretrained(str(out))
         trainer.state.save_to_json(str(out / "trainer_state.json"))

@@ -63,6 +63,7 @@ def worker_config(cfg: Config, run: RunDir, stage: dict, index: int, last: bool,
         "batch_size": t.batch_size, "grad_accum": t.grad_accum, "max_length": t.max_length,
         "precompute": t.precompute_ref, "eval_steps": t.eval_steps, "patience": t.patience,
         "reward_saturation": t.reward_saturation, "dtype": t.dtype, "seed": t.seed + stage["stage"],
+        "gradient_checkpointing": t.gradient_checkpointing,
         "threads": max(1, int(t.cpus_per_worker)), "report_to": "tensorboard",
         "deepspeed": _deepspeed(cfg),
     }
@@ -124,8 +125,10 @@ def train(cfg: Config, run: RunDir, force: bool = False) -> dict[str, Any]:
 
         stats = run.run_stage(key, cfg, config_hash, work, [f"train/stage_{stage['stage']}"], force)
         stop = f", stopped early: {stats['stopped_early']}" if stats.get("stopped_early") else ""
+        kept = (f"; kept step {stats['best_step']} (best eval loss {stats['best_eval_loss']:.4f})"
+                if stats.get("best_step") is not None else "")
         print(f"[train] stage {stage['stage']} ({stage['name']}): {stats['steps']}/{stats['planned_steps']} steps "
-              f"in {stats['seconds']}s{stop} -> {out}")
+              f"in {stats['seconds']}s{stop}{kept} -> {out}")
         done.append(stats)
         start, upstream = str(out), config_hash
     summary = {"aligned": start, "aligned_hash": upstream, "base": base, "eval_pairs": len(eval_ids), "stages": done}

@@ -42,7 +42,8 @@ def stage_peak(stage: int, lr_stage1: float, lr: float) -> float:
 
 class EarlyStop:
     """SPEC §6's stage stop rule, fed one evaluation at a time: stop when the eval loss has not
-    improved for `patience` evaluations, or once eval reward accuracy reaches `saturation`."""
+    improved for `patience` evaluations, or once eval reward accuracy reaches `saturation`.
+    `stale == 0` after an update means that evaluation is the best so far."""
 
     def __init__(self, patience: int, saturation: float) -> None:
         self.patience, self.saturation = patience, saturation
@@ -50,12 +51,12 @@ class EarlyStop:
 
     def update(self, loss: float, accuracy: float | None) -> str | None:
         """The reason to stop now, or None."""
-        if accuracy is not None and accuracy >= self.saturation:
-            return f"eval reward accuracy {accuracy:.3f} >= {self.saturation}"
         if loss < self.best:
             self.best, self.stale = loss, 0
-            return None
-        self.stale += 1
+        else:
+            self.stale += 1
+        if accuracy is not None and accuracy >= self.saturation:
+            return f"eval reward accuracy {accuracy:.3f} >= {self.saturation}"
         if self.stale >= self.patience:
             return f"eval loss has not improved on {self.best:.4f} for {self.patience} evaluations"
         return None
