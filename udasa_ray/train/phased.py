@@ -37,7 +37,7 @@ def worker_config(cfg: Config, run: RunDir, stage: dict, index: int, last: bool,
                   eval_ids: set[str]) -> dict[str, Any]:
     """Everything a worker needs for one stage, with its data written to the shared work dir."""
     t, g = cfg.train, cfg.generation
-    work = Path(t.work_dir).expanduser() if t.work_dir else run / "train" / "work"
+    work = Path(t.work_dir).expanduser().resolve() if t.work_dir else run / "train" / "work"
     work.mkdir(parents=True, exist_ok=True)
     pairs = pq.read_table(run / "stages" / stage["file"]).to_pylist()
     train = [p for p in pairs if p["prompt_id"] not in eval_ids]
