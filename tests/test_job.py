@@ -22,8 +22,8 @@ def _job(*args, cwd=ROOT):
 def test_align_job_runs_the_whole_pipeline(tmp_path, model_cache):
     """ingest -> generate -> score -> pairs -> phased DPO -> held-out check -> report, on 4 prompts
     x 2 samples x 8 tokens, one DPO step a stage, 2 held-out prompts."""
-    run = tmp_path / "run"
-    r = _job("--config", str(ROOT / "configs" / "tiny-cpu.yaml"), "--run-dir", str(run), "data.limit=4",
+    run = tmp_path / "run"  # given relative, as `make run` does: Ray Train workers run in other directories
+    r = _job("--config", str(ROOT / "configs" / "tiny-cpu.yaml"), "--run-dir", "run", "data.limit=4",
              "data.heldout_prompts=2", "generation.n=2", "generation.max_new_tokens=8", "train.max_steps_per_stage=1",
              "train.max_length=64", "train.eval_fraction=0", f"models.cache_dir={model_cache}", cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
