@@ -29,10 +29,6 @@ def planned_stages(run: RunDir) -> list[dict]:
     return [s for s in summary["stages"] if s["file"]]
 
 
-def stage_key(stage: int) -> str:
-    return f"train_stage_{stage}"
-
-
 def worker_config(cfg: Config, run: RunDir, stage: dict, index: int, last: bool, start: str, base: str,
                   eval_ids: set[str]) -> dict[str, Any]:
     """Everything a worker needs for one stage, with its data written to the shared work dir."""
@@ -113,7 +109,7 @@ def train(cfg: Config, run: RunDir, force: bool = False) -> dict[str, Any]:
     upstream = run.stage("pairs")["config_hash"]
     start, done = base, []
     for index, stage in enumerate(stages, start=1):
-        key, out = stage_key(stage["stage"]), run / "train" / f"stage_{stage['stage']}"
+        key, out = f"train_stage_{stage['stage']}", run / "train" / f"stage_{stage['stage']}"
         config_hash = hashlib.sha256((cfg.section_hash("train", "models") + upstream).encode()).hexdigest()[:16]
 
         def work(resume: bool, stage=stage, index=index, start=start, out=out) -> dict[str, Any]:
