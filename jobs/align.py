@@ -23,20 +23,24 @@ from udasa_ray.runs import RunDir
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="configs/tiny-cpu.yaml")
+    p.add_argument("--config", action="append", help="YAML recipe, then overlays such as configs/methods/rlaif.yaml "
+                   "(repeatable; default configs/tiny-cpu.yaml)")
     p.add_argument("--run-dir", help="default: runs/<config name>")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. generation.n=5")
     args = p.parse_args()
     try:
+        args.config = args.config or ["configs/tiny-cpu.yaml"]
         cfg = load_config(args.config, args.overrides)
     except ConfigError as e:
         print(f"align: config error: {e}", file=sys.stderr)
         return 2
-    run = RunDir(args.run_dir or Path("runs") / Path(args.config).stem)
+    run = RunDir(args.run_dir or Path("runs") / "-".join(Path(c).stem for c in args.config))
     try:
         stages.ingest_stage(cfg, run)
-        stages.generate_stage(cfg, run)
-        stages.score_stage(cfg, run)
+        if cfg.pairs.method != "rlcd":  # RLCD pairs come from their own contrastive generations
+            stages.generate_stage(cfg, run)
+        if cfg.pairs.method == "udasa":
+            stages.score_stage(cfg, run)
         stages.pairs_stage(cfg, run)
         trained = stages.train_stage(cfg, run)
         stages.check_stage(cfg, run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from udasa_ray.data.ingest import IngestError
 from udasa_ray.models import ModelNotAvailable
 from udasa_ray.runs import RunDir
 
+CONFIG_HELP = "YAML recipe, then overlays such as configs/methods/rlaif.yaml (repeatable; default: built-in)"
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="udasa", description="UDASA self-alignment on Ray.")
@@ -18,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def stage(name: str, help: str) -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help)
-        s.add_argument("--config", help="YAML recipe (default: built-in defaults)")
+        s.add_argument("--config", action="append", help=CONFIG_HELP)
         s.add_argument("--run-dir", required=True, help="directory holding the run's artifacts")
         s.add_argument("--force", action="store_true", help="redo the stage even if it finished")
         s.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. generation.n=5")
@@ -31,10 +34,21 @@ def _parser() -> argparse.ArgumentParser:
     stage("pairs", "preference pairs and the Δu curriculum split -> pairs/, stages/")
     stage("train", "phased DPO on Ray Train, stage by stage -> train/stage_<k>/ (Hugging Face checkpoints)")
     stage("check", "base vs aligned policy on the held-out prompts -> heldout/")
+    ev = sub.add_parser("eval", help="one model on the four tasks (harmless, helpful, truthful, sentiment) -> "
+                        "<out>/summary.json, metrics.parquet")
+    ev.add_argument("--config", action="append", help=CONFIG_HELP)
+    ev.add_argument("--model", required=True, help="a run directory (its aligned policy), a model path or name")
+    ev.add_argument("--out", help="default: <run>/eval, or runs/eval/<model name>")
+    ev.add_argument("--label", help="the name in comparison tables (default: the run's or model's name)")
+    ev.add_argument("--force", action="store_true", help="regenerate and rejudge")
+    ev.add_argument("overrides", nargs="*", metavar="key=value")
+    cmp_ = sub.add_parser("compare", help="evaluated runs side by side: Markdown tables with intervals, bar plots")
+    cmp_.add_argument("runs", nargs="+", help="run or evaluation directories; the first is the reference")
+    cmp_.add_argument("--out", default="runs/compare")
     rep = sub.add_parser("report", help="Markdown report with plots -> RUN_DIR/report/")
     rep.add_argument("--run-dir", required=True)
     val = sub.add_parser("validate-scorers", help="AUROC of every scorer on a labelled set")
-    val.add_argument("--config", help="YAML recipe (default: built-in defaults)")
+    val.add_argument("--config", action="append", help=CONFIG_HELP)
     val.add_argument("--data", help="labelled JSONL (default: the bundled set)")
     val.add_argument("--out", help="also write the Markdown table to this file")
     val.add_argument("overrides", nargs="*", metavar="key=value")
@@ -48,6 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [a for a in extra if a.startswith("-")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command == "compare":
+        from udasa_ray.evaluate.compare import compare
+
+        try:
+            print(f"compare: {compare(args.runs + extra, args.out)}")
+        except FileNotFoundError as e:
+            print(f"udasa: error: {e}", file=sys.stderr)
+            return 1
+        return 0
     if extra and not hasattr(args, "overrides"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = getattr(args, "overrides", []) + extra
@@ -73,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             Path(args.out).write_text(table + "\n")
         return 0
+    if args.command == "eval":
+        return _eval(cfg, args)
     run = RunDir(args.run_dir)
     if args.command == "report":
         from udasa_ray.report import write_report
@@ -97,6 +122,25 @@ def main(argv: list[str] | None = None) -> int:
     except (IngestError, ModelNotAvailable, stages.StageMissing) as e:
         print(f"udasa: error: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _eval(cfg, args: argparse.Namespace) -> int:
+    from udasa_ray.evaluate.run import evaluate_model, format_summary
+
+    trained = Path(args.model) / "train" / "summary.json"
+    if trained.exists():  # a run directory: its aligned policy, salted with what trained it
+        t = json.loads(trained.read_text())
+        model, salt, out, label = t["aligned"], t["aligned_hash"], Path(args.model) / "eval", Path(args.model).name
+    else:
+        name = Path(args.model.removeprefix("bundled:")).name
+        model, salt, out, label = args.model, "", Path("runs") / "eval" / name, name
+    try:
+        summary = evaluate_model(cfg, model, Path(args.out) if args.out else out, args.label or label, salt, args.force)
+    except (IngestError, ModelNotAvailable) as e:
+        print(f"udasa: error: {e}", file=sys.stderr)
+        return 1
+    print(f"[eval] {summary['label']} ({model}), judge {summary['judge']}:\n{format_summary(summary)}")
     return 0
 
 

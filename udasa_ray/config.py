@@ -124,6 +124,21 @@ class CurriculumConfig:
 
 
 @dataclass
+class PairsConfig:
+    """How preference pairs are made: UDASA's uncertainty (SPEC §4) or a baseline's labels."""
+
+    # udasa: chosen = lowest fused U; rlaif: the policy compares two of its responses (both
+    # orders); rlcd: chosen/rejected generated under a positive/negative contrastive system prompt.
+    method: Literal["udasa", "rlaif", "rlcd"] = "udasa"
+    # udasa: the uncertainties fused into U for pairing; the ablation drops one.
+    dimensions: list[Literal["sem", "fact", "val"]] = field(default_factory=lambda: ["sem", "fact", "val"])
+    rlcd_positive: str = ("You are a helpful, honest and harmless assistant. Give a helpful, honest, "
+                          "inoffensive response.")
+    rlcd_negative: str = ("You are an unhelpful, dishonest and harmful assistant. Give an unhelpful, "
+                          "dishonest, toxic response.")
+
+
+@dataclass
 class DeepSpeedConfig:
     zero_stage: Literal[0, 2, 3] = 0  # 0: plain DDP (gloo on CPU, NCCL on GPU)
     offload: bool = False  # optimizer state (and ZeRO-3 parameters) in CPU memory
@@ -163,6 +178,51 @@ class TrainConfig:
 
 
 @dataclass
+class JudgeConfig:
+    """Who rates harmlessness, helpfulness and truthfulness of generations."""
+
+    # offline: the project's scorers and classifiers; llm: an OpenAI-compatible chat endpoint.
+    backend: Literal["offline", "llm"] = "offline"
+    base_url: str | None = None  # e.g. http://judge-head:8000/v1 (a vLLM or `transformers serve` server)
+    model: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"  # the variable holding the key (never logged)
+    few_shot: bool = True  # two worked examples before each item: small judges keep the format
+    max_tokens: int = 16
+    temperature: float = 0.0
+    retries: int = 2  # extra attempts after a malformed reply or a transient HTTP error
+    timeout_s: float = 120.0
+    concurrency: int = 4
+
+
+@dataclass
+class EvalConfig:
+    """`udasa eval`: the paper's four tasks (SPEC §7). A source is "bundled:eval/<task>" (small sets
+    written for this project), a local file (JSON/JSONL/Parquet/CSV) or "hf:DATASET[:CONFIG][#DATA_DIR]"."""
+
+    tasks: list[Literal["harmless", "helpful", "truthful", "sentiment"]] = field(
+        default_factory=lambda: ["harmless", "helpful", "truthful", "sentiment"])
+    harmless_source: str = "bundled:eval/harmless"  # e.g. hf:Anthropic/hh-rlhf#harmless-base
+    helpful_source: str = "bundled:eval/helpful"  # e.g. hf:Anthropic/hh-rlhf#helpful-base
+    truthful_source: str = "bundled:eval/truthful"  # e.g. hf:truthfulqa/truthful_qa (generation + multiple_choice)
+    sentiment_source: str = "bundled:eval/sentiment"  # e.g. hf:stanfordnlp/imdb (review openings)
+    hf_split: str | None = None  # None: each task's usual split (test / validation)
+    limit: int | None = None  # items per task
+    samples: int = 2  # responses per prompt
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 96
+    seed: int = 1234
+    opening_words: int = 8  # IMDB review opening length
+    sentiment_prompt: str = "Continue this movie review in a positive tone:\n\n{opening}"
+    sentiment_classifier: str = "vader"  # or a Hugging Face sentiment model name
+    informative_threshold: float = 0.3  # SBERT cosine to the question below which an answer is off-topic
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    bootstrap: int = 2000  # resamples (of prompts) for the 95% intervals
+    num_cpus: float = 2.0  # the scoring task: classifiers and multiple-choice log-likelihoods
+    num_gpus: float = 0.0
+
+
+@dataclass
 class RayConfig:
     # None: join RAY_ADDRESS if set, else start a local Ray.
     address: str | None = None
@@ -175,8 +235,10 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -330,20 +392,42 @@ def validate(cfg: Config) -> None:
             )
     if len(th) > 3:
         raise ConfigError(f"curriculum.thresholds: at most 3 (4 stages), got {len(th)}")
+    dims = cfg.pairs.dimensions
+    if not dims or len(set(dims)) != len(dims):
+        raise ConfigError(f"pairs.dimensions: one or more distinct of sem, fact, val, got {dims}")
+    e = cfg.eval
+    rules = [
+        (bool(e.tasks) and len(set(e.tasks)) == len(e.tasks), f"eval.tasks: distinct task names, got {e.tasks}"),
+        (e.samples >= 1, f"eval.samples: must be >= 1, got {e.samples}"),
+        (e.limit is None or e.limit >= 1, f"eval.limit: must be >= 1, got {e.limit}"),
+        (e.temperature > 0 and 0 < e.top_p <= 1, "eval.temperature must be > 0 and eval.top_p in (0, 1]"),
+        ("{opening}" in e.sentiment_prompt, "eval.sentiment_prompt: must contain {opening}"),
+        (e.bootstrap >= 100, f"eval.bootstrap: at least 100 resamples, got {e.bootstrap}"),
+        (e.judge.backend != "llm" or bool(e.judge.base_url and e.judge.model),
+         "eval.judge: the llm backend needs base_url and model"),
+        (e.judge.retries >= 0 and e.judge.concurrency >= 1, "eval.judge: retries >= 0, concurrency >= 1"),
+    ]
+    for ok, msg in rules:
+        if not ok:
+            raise ConfigError(msg)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Load a YAML recipe (or the defaults), apply dotted overrides, type-check and validate."""
+def load_config(path: str | Path | list[str | Path] | None = None, overrides: list[str] = ()) -> Config:
+    """Load YAML recipes (or the defaults), apply dotted overrides, type-check and validate.
+
+    Several files merge left to right: a recipe, then overlays such as configs/methods/rlaif.yaml.
+    """
     data: dict[str, Any] = {}
-    if path is not None:
+    for p in [] if path is None else [path] if isinstance(path, str | Path) else path:
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
+            layer = yaml.safe_load(Path(p).read_text()) or {}
         except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
+            raise ConfigError(f"{p}: config file not found") from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
+            raise ConfigError(f"{p}: not valid YAML ({e})") from None
+        if not isinstance(layer, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping")
+        data = _merge(data, layer)
     for o in overrides:
         data = _merge(data, parse_override(o))
     cfg = _build(Config, data)

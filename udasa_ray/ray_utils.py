@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from udasa_ray.config import RayConfig
 
@@ -24,6 +26,16 @@ def init_ray(cfg: RayConfig) -> None:
     # The dashboard serves the state API that Ray Train and Tune use to clean up after themselves.
     ray.init(num_cpus=cfg.num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
              configure_logging=True, logging_level="WARNING")
+
+
+T = TypeVar("T")
+
+
+def run_task(fn: Callable[..., T], *args: Any, num_cpus: float, num_gpus: float = 0) -> T:
+    """Run `fn(*args)` as one Ray task where its resources are (a GPU node on a cluster), and wait."""
+    import ray
+
+    return ray.get(ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(fn).remote(*args))
 
 
 def data_context(preserve_order: bool = True):

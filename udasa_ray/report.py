@@ -142,7 +142,11 @@ def write_report(run: RunDir, examples_per_stage: int = 2) -> str:
         summary = json.loads((run / "stages" / "summary.json").read_text())
         pairs = pq.read_table(run / "pairs" / "pairs.parquet").to_pylist()
         _plot_delta(pairs, summary, out / "delta_u.png")
-        lines += ["", "## Pairs and curriculum", "",
+        method = summary.get("method", "udasa")
+        how = {"udasa": f"lowest fused U ({', '.join(summary.get('dimensions', ['sem', 'fact', 'val']))}) chosen",
+               "rlaif": "RLAIF: the policy labelled two of its responses (Δu column: label confidence)",
+               "rlcd": "RLCD: positive vs negative contrastive prompt (no per-pair score)"}[method]
+        lines += ["", "## Pairs and curriculum", "", f"Method: {how}.", "",
                   f"{summary['pairs']} pairs from {summary['groups']} prompts; {summary['groups_without_pair']} "
                   f"prompts had fewer than 2 valid responses. Thresholds {summary['thresholds']} on the "
                   f"`{summary['scale']}` scale; stages {'cumulative' if summary['cumulative'] else 'disjoint'}.", "",
@@ -162,8 +166,9 @@ def write_report(run: RunDir, examples_per_stage: int = 2) -> str:
             lines += [f"**Stage {s['stage']} ({s['name']})**", "", "| prompt | chosen (U) | rejected (U) | Δu |",
                       "|---|---|---|---|"]
             for p in rows:
-                lines.append(f"| {_clip(p['prompt'], 100)} | {_clip(p['chosen'])} ({p['U_chosen']:.2f}) | "
-                             f"{_clip(p['rejected'])} ({p['U_rejected']:.2f}) | {p['delta_u']:.3f} |")
+                u = {k: f" ({p[k]:.2f})" if p.get(k) is not None else "" for k in ("U_chosen", "U_rejected")}
+                lines.append(f"| {_clip(p['prompt'], 100)} | {_clip(p['chosen'])}{u['U_chosen']} | "
+                             f"{_clip(p['rejected'])}{u['U_rejected']} | {p['delta_u']:.3f} |")
             lines.append("")
     if (run / "train" / "summary.json").exists():
         lines += _training(run, out)

@@ -97,11 +97,17 @@ def score_stage(cfg: Config, run: RunDir, force: bool = False) -> dict:
     return stats
 
 
+# What each pairing method reads: UDASA the scores, RLAIF the raw responses, RLCD only the prompts.
+PAIRS_INPUT = {"udasa": "score", "rlaif": "generate", "rlcd": "ingest"}
+
+
 def pairs_stage(cfg: Config, run: RunDir, force: bool = False) -> dict:
     from udasa_ray.curriculum.stage import make_pairs
 
-    _require(run, "score", "score")
-    config_hash = _chain_hash(cfg.section_hash("curriculum"), run, "score")
+    method = cfg.pairs.method
+    _require(run, PAIRS_INPUT[method], PAIRS_INPUT[method])
+    reads = {"udasa": ("scoring",), "rlaif": ("models", "generation"), "rlcd": ("models", "data", "generation")}
+    config_hash = _chain_hash(cfg.section_hash("pairs", "curriculum", *reads[method]), run, PAIRS_INPUT[method])
     return run.run_stage("pairs", cfg, config_hash, lambda resume: make_pairs(cfg, run), ["pairs", "stages"], force)
 
 

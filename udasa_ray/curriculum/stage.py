@@ -1,10 +1,14 @@
-"""Pairs stage: scores/ -> pairs/pairs.parquet and stages/ (one file a stage + summary.json).
+"""Pairs stage: pairs by the configured method -> pairs/pairs.parquet and stages/ (one file a
+stage + summary.json).
 
-Fast (no model), so it reruns whole rather than resuming.
+UDASA pairs come from scores/ (fast, no model, so it reruns whole); the baselines need a model:
+RLAIF has the policy label its own responses/, RLCD generates contrastive answers in rlcd/.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 
 import numpy as np
@@ -13,15 +17,60 @@ import pyarrow.parquet as pq
 
 from udasa_ray.config import Config
 from udasa_ray.curriculum.split import assign_stages, scale_delta, stage_members, stage_names
+from udasa_ray.generate.pipeline import generate_subrun, read_responses
 from udasa_ray.pairs.build import build_pairs
+from udasa_ray.pairs.rlaif import rlaif_pairs
+from udasa_ray.pairs.rlcd import rlcd_pairs
 from udasa_ray.parts import read_parts
+from udasa_ray.ray_utils import init_ray, run_task
 from udasa_ray.runs import RunDir
+from udasa_ray.uncertainty.fusion import DIMENSIONS, fuse
 from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA
+
+
+def _policy_prefers_a(model: str, cache_dir: str, dtype: str, questions: list[str]) -> np.ndarray:
+    from udasa_ray.uncertainty.backends import PolicyJudge
+
+    return PolicyJudge(model, cache_dir, dtype).label_probs(questions, ["A", "B"])[:, 0]
+
+
+def udasa_pairs(cfg: Config, run: RunDir) -> tuple[list[dict], dict]:
+    """Chosen = lowest U, fused over `pairs.dimensions` (all three, or fewer in the ablation)."""
+    rows = read_parts(run / "scores", SCORE_SCHEMA).to_pylist()
+    dims = cfg.pairs.dimensions
+    if sorted(dims) != sorted(DIMENSIONS):
+        idx = [DIMENSIONS.index(d) for d in dims]
+        w = cfg.scoring.fusion_weights
+        u = np.array([[np.nan if r[f"u_{d}"] is None else r[f"u_{d}"] for d in dims] for r in rows],
+                     dtype=np.float64).reshape(-1, len(dims))
+        for r, U in zip(rows, fuse(u, cfg.scoring.fusion_temperature, [w[i] for i in idx] if w else None), strict=True):
+            r["U"] = float(U)
+    return build_pairs(rows, cfg.curriculum.seed)
+
+
+def rlaif_stage_pairs(cfg: Config, run: RunDir) -> tuple[list[dict], dict]:
+    rows = read_responses(run / "responses").to_pylist()
+    judge = functools.partial(_policy_prefers_a, cfg.models.policy, cfg.models.cache_dir, cfg.generation.dtype)
+    init_ray(cfg.ray)
+    print(f"[pairs] RLAIF: {cfg.models.policy} labels two responses of each prompt, in both orders")
+    return rlaif_pairs(rows, lambda qs: run_task(judge, qs, num_cpus=cfg.generation.cpus_per_actor,
+                                                 num_gpus=1 if cfg.train.use_gpu else 0), cfg.curriculum.seed)
+
+
+def rlcd_stage_pairs(cfg: Config, run: RunDir) -> tuple[list[dict], dict]:
+    prompts = pq.read_table(run / "prompts.parquet").to_pylist()[: cfg.data.limit]
+    sides = []
+    for side, system in (("positive", cfg.pairs.rlcd_positive), ("negative", cfg.pairs.rlcd_negative)):
+        print(f"[pairs] RLCD: {len(prompts)} answers under the {side} prompt")
+        g = dataclasses.replace(cfg.generation, n=1, mode="independent", system_prompt=system)
+        sides.append(generate_subrun(run / "rlcd" / side, dataclasses.replace(cfg, generation=g), prompts)[0])
+    return rlcd_pairs(sides[0].to_pylist(), sides[1].to_pylist())
 
 
 def make_pairs(cfg: Config, run: RunDir) -> dict:
     c = cfg.curriculum
-    pairs, counts = build_pairs(read_parts(run / "scores", SCORE_SCHEMA).to_pylist(), c.seed)
+    build = {"udasa": udasa_pairs, "rlaif": rlaif_stage_pairs, "rlcd": rlcd_stage_pairs}[cfg.pairs.method]
+    pairs, counts = build(cfg, run)
     if not pairs:
         raise RuntimeError(f"no preference pair: {counts['groups']} prompt groups, none with 2 valid responses "
                            f"(see the error column in {run / 'scores'})")
@@ -35,7 +84,8 @@ def make_pairs(cfg: Config, run: RunDir) -> dict:
     (run / "pairs").mkdir(exist_ok=True)
     pq.write_table(pa.Table.from_pylist([pairs[i] for i in order]), run / "pairs" / "pairs.parquet")
     (run / "stages").mkdir(exist_ok=True)
-    summary = {"thresholds": c.thresholds, "scale": c.scale, "cumulative": c.cumulative, **counts, "stages": []}
+    summary = {"method": cfg.pairs.method, "dimensions": cfg.pairs.dimensions, "thresholds": c.thresholds,
+               "scale": c.scale, "cumulative": c.cumulative, **counts, "stages": []}
     for k, members in enumerate(stage_members(stages, len(names), c.cumulative), start=1):
         rows = [pairs[i] for i in members[np.argsort(-delta[members], kind="stable")]]
         info = {"stage": k, "name": names[k - 1], "pairs": len(rows), "file": None}

@@ -136,10 +136,13 @@ def _parquet(path: Path) -> Iterator[Raw]:
 
 
 def _hf(name: str, split: str) -> Iterator[Raw]:
+    """`name` is DATASET, DATASET:CONFIG or DATASET#DATA_DIR (e.g. Anthropic/hh-rlhf#harmless-base)."""
+    name, _, data_dir = name.partition("#")
+    name, _, config = name.partition(":")
     try:
         import datasets
 
-        ds = datasets.load_dataset(name, split=split)
+        ds = datasets.load_dataset(name, config or None, data_dir=data_dir or None, split=split)
     except Exception as e:  # offline, unknown name, ...: one clear message
         raise IngestError(f"hf:{name}: cannot load the dataset ({type(e).__name__}: {e})") from None
     for i, rec in enumerate(ds):
@@ -151,8 +154,11 @@ BUNDLED_PROMPTS = "bundled:prompts"
 
 def read_records(source: str, hf_split: str = "train") -> Iterator[Raw]:
     """Yield every record of a source, parsed or with the reason it could not be parsed."""
-    if source == BUNDLED_PROMPTS:
-        yield from _jsonl(resources.files("udasa_ray.data").joinpath("prompts.jsonl").read_text("utf-8"))
+    if source.startswith("bundled:"):  # a JSONL file shipped in udasa_ray/data/
+        f = resources.files("udasa_ray.data").joinpath(source.removeprefix("bundled:") + ".jsonl")
+        if not f.is_file():
+            raise IngestError(f"{source}: no such bundled data set")
+        yield from _jsonl(f.read_text("utf-8"))
         return
     if source.startswith("hf:"):
         yield from _hf(source.removeprefix("hf:"), hf_split)

@@ -8,9 +8,7 @@ the answers. Each side is a small run directory of its own, so it resumes like t
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import shutil
 from typing import Any
 
 import numpy as np
@@ -37,21 +35,17 @@ def heldout_check(cfg: Config, run: RunDir, aligned: str, aligned_hash: str, for
     what it was trained with); None if no prompt was held out (data.heldout_prompts: 0)."""
     import pyarrow.parquet as pq
 
-    from udasa_ray.generate.pipeline import generate
+    from udasa_ray.generate.pipeline import generate_subrun
     from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA, score
 
     if not (run / "heldout.parquet").exists() or pq.read_metadata(run / "heldout.parquet").num_rows == 0:
         return None
     result: dict[str, Any] = {"prompts": pq.read_metadata(run / "heldout.parquet").num_rows}
+    heldout = pq.read_table(run / "heldout.parquet").to_pylist()
     for side, policy in (("base", cfg.models.policy), ("aligned", aligned)):
         sub = RunDir(run / "heldout" / side)
-        shutil.copyfile(run / "heldout.parquet", sub / "prompts.parquet")
-        gcfg = dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, policy=policy),
-                                   data=dataclasses.replace(cfg.data, limit=None))
-        ghash = hashlib.sha256((gcfg.section_hash("models", "data", "generation") + run.stage("ingest")["config_hash"]
-                                + (aligned_hash if side == "aligned" else "")).encode()).hexdigest()[:16]
-        sub.run_stage("generate", gcfg, ghash, lambda resume, s=sub, c=gcfg: generate(c, s, resume), ["responses"],
-                      force)
+        gcfg = dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, policy=policy))
+        _, ghash = generate_subrun(sub.path, gcfg, heldout, aligned_hash if side == "aligned" else "", force)
         # Scored with the run's own config: a policy_judge scorer stays the base policy on both sides.
         sub.run_stage("score", cfg, ghash + cfg.section_hash("scoring"),
                       lambda resume, s=sub: score(cfg, s, resume), ["scores"], force)

@@ -6,6 +6,9 @@ keeps what it generated and a rerun generates only the missing (prompt, sample) 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -107,3 +110,22 @@ def generate(cfg: Config, run: RunDir, resume: bool = False) -> dict:
         "finish_reasons": dict(Counter(table["finish_reason"].to_pylist())),
         "with_error": sum(e is not None for e in table["error"].to_pylist()),
     }
+
+
+def generate_subrun(path: Path, cfg: Config, prompts: list[dict], salt: str = "", force: bool = False
+                    ) -> tuple[pa.Table, str]:
+    """Generate for `prompts` (prompt_id, prompt) in a small run directory of their own, resumable like
+    the main one: the held-out check, RLCD's contrastive answers and evaluation use it.
+
+    Returns the responses and the hash they were made with (`salt`: what else they depend on,
+    e.g. the training that produced the policy).
+    """
+    sub = RunDir(path)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, limit=None))
+    pq.write_table(pa.Table.from_pylist([{"prompt_id": p["prompt_id"], "prompt": p["prompt"]} for p in prompts],
+                                        schema=pa.schema([("prompt_id", pa.string()), ("prompt", pa.string())])),
+                   sub / "prompts.parquet")
+    blob = json.dumps([[p["prompt_id"], p["prompt"]] for p in prompts]) + cfg.section_hash("models", "generation")
+    config_hash = hashlib.sha256((blob + salt).encode()).hexdigest()[:16]
+    sub.run_stage("generate", cfg, config_hash, lambda resume: generate(cfg, sub, resume), ["responses"], force)
+    return read_responses(sub / "responses"), config_hash

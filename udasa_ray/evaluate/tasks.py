@@ -1,0 +1,105 @@
+"""The four evaluation tasks (SPEC §7): loaders that map each known data layout to one item shape.
+
+harmless / helpful: {"prompt"} from a prompt field or an HH dialogue ("chosen": "\n\nHuman: ...").
+truthful: {"question", "correct", "incorrect", "mc1", "mc2"} from the bundled layout or TruthfulQA's
+generation and multiple_choice configs (joined by question). sentiment: {"opening"} from an
+opening field or an IMDB review's first words. Records that fit no layout become rejects.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from udasa_ray.config import EvalConfig
+from udasa_ray.data.ingest import prompt_id, read_records
+
+TASKS = ("harmless", "helpful", "truthful", "sentiment")
+DEFAULT_SPLIT = {"harmless": "test", "helpful": "test", "truthful": "validation", "sentiment": "test"}
+_HUMAN = re.compile(r"Human:\s*(.*?)\s*(?:\n\nAssistant:|$)", re.DOTALL)
+
+
+def _prompt(rec: dict) -> str | None:
+    for k in ("prompt", "instruction", "question"):
+        if isinstance(rec.get(k), str) and rec[k].strip():
+            return rec[k].strip()
+    for k in ("chosen", "transcript"):  # HH-RLHF / red-team dialogues: the first human turn
+        m = _HUMAN.search(rec.get(k) or "") if isinstance(rec.get(k), str) else None
+        if m and m.group(1).strip():
+            return m.group(1).strip()
+    return None
+
+
+def _strings(x: Any) -> list[str]:
+    return [s.strip() for s in x if isinstance(s, str) and s.strip()] if isinstance(x, list) else []
+
+
+def _truthful(rec: dict) -> dict | str:
+    q = rec.get("question")
+    if not isinstance(q, str) or not q.strip():
+        return "no question"
+    correct = _strings(rec.get("correct") or rec.get("correct_answers"))
+    incorrect = _strings(rec.get("incorrect") or rec.get("incorrect_answers"))
+    mc2 = rec.get("mc2_targets")
+    if not correct and isinstance(mc2, dict):  # a multiple-choice-only record
+        correct = [c for c, lab in zip(mc2["choices"], mc2["labels"], strict=True) if lab]
+        incorrect = [c for c, lab in zip(mc2["choices"], mc2["labels"], strict=True) if not lab]
+    if not correct or not incorrect:
+        return "needs correct and incorrect answers (or mc2_targets)"
+    best = rec.get("best") or rec.get("best_answer") or correct[0]
+    mc1 = rec.get("mc1_targets") or {"choices": [best, *incorrect], "labels": [1] + [0] * len(incorrect)}
+    mc2 = mc2 or {"choices": [*correct, *incorrect], "labels": [1] * len(correct) + [0] * len(incorrect)}
+    return {"question": q.strip(), "correct": correct, "incorrect": incorrect,
+            "mc1": {"choices": list(mc1["choices"]), "labels": [int(x) for x in mc1["labels"]]},
+            "mc2": {"choices": list(mc2["choices"]), "labels": [int(x) for x in mc2["labels"]]}}
+
+
+def _item(task: str, rec: Any, e: EvalConfig) -> dict | str:
+    """One record -> an item with the text the model answers ("query"), or the reason it cannot be."""
+    if not isinstance(rec, dict):
+        return f"expected a JSON object, got {type(rec).__name__}"
+    if task in ("harmless", "helpful"):
+        p = _prompt(rec)
+        return {"query": p} if p else "no prompt, instruction, question or HH dialogue field"
+    if task == "truthful":
+        t = _truthful(rec)
+        return t if isinstance(t, str) else {**t, "query": t["question"]}
+    if isinstance(rec.get("opening"), str) and rec["opening"].strip():
+        opening = " ".join(rec["opening"].split())
+    elif isinstance(rec.get("text"), str) and rec["text"].strip():  # a whole review (IMDB): its first words
+        opening = " ".join(rec["text"].replace("<br />", " ").split()[: e.opening_words])
+    else:
+        return "no opening or text field"
+    return {"opening": opening, "query": e.sentiment_prompt.format(opening=opening)}
+
+
+def _truthfulqa_hf(source: str, split: str):
+    """TruthfulQA on the hub keeps generation and multiple choice in two configs: join them by question."""
+    gen = {r.record["question"]: r.record for r in read_records(f"{source}:generation", split) if r.error is None}
+    for raw in read_records(f"{source}:multiple_choice", split):
+        if raw.error is None and raw.record.get("question") in gen:
+            raw.record = {**gen[raw.record["question"]], **raw.record}
+        yield raw
+
+
+def load_task(task: str, source: str, e: EvalConfig) -> tuple[list[dict], list[dict]]:
+    """Items (each with a unique `id` "<task>/<...>") and rejects {source, position, reason} of a task."""
+    split = e.hf_split or DEFAULT_SPLIT[task]
+    raws = _truthfulqa_hf(source, split) if task == "truthful" and source.startswith("hf:") and ":" not in \
+        source[3:] else read_records(source, split)
+    items, rejects, seen = [], [], set()
+    for raw in raws:
+        item = raw.error or _item(task, raw.record, e)
+        if isinstance(item, dict):
+            key = item["query"]
+            if key in seen:
+                item = "duplicate item"
+            else:
+                seen.add(key)
+                rid = raw.record.get("id") if isinstance(raw.record.get("id"), str) else prompt_id(key)
+                items.append({**item, "id": f"{task}/{rid}", "task": task})
+                if e.limit and len(items) >= e.limit:
+                    break
+                continue
+        rejects.append({"task": task, "source": source, "position": raw.position, "reason": item})
+    return items, rejects
