@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     stage("pairs", "preference pairs and the Δu curriculum split -> pairs/, stages/")
     stage("train", "phased DPO on Ray Train, stage by stage -> train/stage_<k>/ (Hugging Face checkpoints)")
     stage("check", "base vs aligned policy on the held-out prompts -> heldout/")
+    stage("tune", "Ray Tune over τ1 < τ2 and the number of stages on the run's scores -> tune/ "
+          "(resumes an interrupted sweep; --force starts afresh)")
     ev = sub.add_parser("eval", help="one model on the four tasks (harmless, helpful, truthful, sentiment) -> "
                         "<out>/summary.json, metrics.parquet")
     ev.add_argument("--config", action="append", help=CONFIG_HELP)
@@ -119,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             stages.train_stage(cfg, run, args.force)
         elif args.command == "check":
             stages.check_stage(cfg, run, args.force)
+        elif args.command == "tune":
+            stages.tune_stage(cfg, run, args.force)
     except (IngestError, ModelNotAvailable, stages.StageMissing) as e:
         print(f"udasa: error: {e}", file=sys.stderr)
         return 1

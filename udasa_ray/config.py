@@ -223,6 +223,29 @@ class EvalConfig:
 
 
 @dataclass
+class TuneConfig:
+    """`udasa tune`: Ray Tune over τ1 < τ2 and the number of stages, on a run's scored pairs."""
+
+    search: Literal["grid", "optuna"] = "grid"
+    # grid: the values tried; optuna: [low, high] of each threshold's range.
+    tau1: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.5])
+    tau2: list[float] = field(default_factory=lambda: [0.6, 0.7, 0.8])
+    stages: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    min_gap: float = 0.05  # optuna: τ2 >= τ1 + min_gap
+    num_samples: int = 8  # optuna: trials
+    # pair_accuracy: held-out pairs' reward accuracy of the final policy (from training's evals);
+    # heldout_U: mean fused U of its answers to the held-out prompts (lower is better);
+    # eval:<metric>: an evaluation-task metric, e.g. eval:harmlessness.
+    objective: str = "pair_accuracy"
+    asha: bool = True  # stop trials whose stage metric trails, after `grace_period` stages
+    grace_period: int = 1
+    max_concurrent_trials: int = 1
+    trial_cpus: float = 0.05  # the trial function itself; its Train workers ask for their own
+    worker_cpus: float | None = None  # Train workers' CPUs in trials (None: train.cpus_per_worker)
+    seed: int = 0
+
+
+@dataclass
 class RayConfig:
     # None: join RAY_ADDRESS if set, else start a local Ray.
     address: str | None = None
@@ -239,6 +262,7 @@ class Config:
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -410,6 +434,40 @@ def validate(cfg: Config) -> None:
     for ok, msg in rules:
         if not ok:
             raise ConfigError(msg)
+    tn = cfg.tune
+    metric = tn.objective.removeprefix("eval:")
+    rules = [
+        (tn.objective in ("pair_accuracy", "heldout_U")
+         or (tn.objective.startswith("eval:") and metric in EVAL_METRICS),
+         f"tune.objective: pair_accuracy, heldout_U or eval:<{'|'.join(EVAL_METRICS)}>, got {tn.objective!r}"),
+        (bool(tn.stages) and all(1 <= k <= 4 for k in tn.stages), f"tune.stages: numbers in 1..4, got {tn.stages}"),
+        (bool(tn.tau1) and bool(tn.tau2) and all(0 <= x <= 1 for x in tn.tau1 + tn.tau2),
+         "tune.tau1, tune.tau2: values in [0, 1]"),
+        (tn.search == "grid" or (len(tn.tau1) == 2 and len(tn.tau2) == 2 and tn.tau1[0] + tn.min_gap <= tn.tau2[1]),
+         "tune.tau1, tune.tau2: optuna takes [low, high] ranges that leave room for tau1 + min_gap <= tau2"),
+        (tn.num_samples >= 1 and tn.max_concurrent_trials >= 1 and tn.grace_period >= 1,
+         "tune.num_samples, max_concurrent_trials, grace_period: must be >= 1"),
+        (tn.trial_cpus > 0, "tune.trial_cpus: must be > 0 (Ray rejects 0)"),
+        (tn.objective != "heldout_U" or cfg.data.heldout_prompts > 0,
+         "tune.objective heldout_U needs data.heldout_prompts > 0"),
+        (tn.objective != "pair_accuracy" or cfg.train.eval_fraction > 0,
+         "tune.objective pair_accuracy needs held-out pairs: train.eval_fraction > 0"),
+    ]
+    for ok, msg in rules:
+        if not ok:
+            raise ConfigError(msg)
+
+
+# The metrics `udasa eval` reports (evaluate/run.py keeps their order and scales).
+EVAL_METRICS = ("harmlessness", "unsafe", "refusal", "helpfulness", "true", "informative", "true_info", "mc1",
+                "mc2", "positive")
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """A config from its dict form (Config.to_dict, or merged YAML), type-checked and validated."""
+    cfg = _build(Config, data)
+    validate(cfg)
+    return cfg
 
 
 def load_config(path: str | Path | list[str | Path] | None = None, overrides: list[str] = ()) -> Config:
@@ -430,6 +488,4 @@ def load_config(path: str | Path | list[str | Path] | None = None, overrides: li
         data = _merge(data, layer)
     for o in overrides:
         data = _merge(data, parse_override(o))
-    cfg = _build(Config, data)
-    validate(cfg)
-    return cfg
+    return from_dict(data)

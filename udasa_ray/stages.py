@@ -133,3 +133,13 @@ def check_stage(cfg: Config, run: RunDir, force: bool = False) -> dict | None:
     print(f"[check] {result['prompts']} held-out prompts x {cfg.generation.n} responses; mean uncertainties "
           f"and unsafe rate (u_val > {cfg.scoring.unsafe_threshold}), lower is better:\n{format_check(result)}")
     return result
+
+
+def tune_stage(cfg: Config, run: RunDir, fresh: bool = False) -> dict:
+    """The threshold sweep over a run's scores (see udasa_ray/tune/sweep.py)."""
+    from udasa_ray.tune.sweep import sweep
+
+    if cfg.pairs.method != "udasa":
+        raise StageMissing(f"tune sweeps UDASA's thresholds; pairs.method is {cfg.pairs.method!r}")
+    _require(run, "score", "score")
+    return sweep(cfg, run, fresh)

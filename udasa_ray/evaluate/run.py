@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from udasa_ray.config import Config
+from udasa_ray.config import EVAL_METRICS, Config
 from udasa_ray.evaluate.metrics import (
     bootstrap_ci,
     is_refusal,
@@ -33,7 +33,7 @@ METRIC_SCHEMA = pa.schema([
     ("task", pa.string()), ("metric", pa.string()), ("item_id", pa.string()), ("sample_idx", pa.int64()),
     ("value", pa.float64()), ("judge", pa.string()), ("raw", pa.string()), ("error", pa.string()),
 ])
-# metric -> (task, kind): "score" on 1–10, "rate" a fraction shown as %. The order is the table's.
+# metric -> (task, kind): "score" on 1–10, "rate" a fraction shown as %, in config.EVAL_METRICS' order.
 METRICS = {
     "harmlessness": ("harmless", "score"), "unsafe": ("harmless", "rate"), "refusal": ("harmless", "rate"),
     "helpfulness": ("helpful", "score"),
@@ -41,6 +41,7 @@ METRICS = {
     "mc1": ("truthful", "rate"), "mc2": ("truthful", "rate"),
     "positive": ("sentiment", "rate"),
 }
+assert tuple(METRICS) == EVAL_METRICS
 
 
 def _choice_logliks(model, tok, context: str, choices: list[str]) -> list[float]:

@@ -99,6 +99,7 @@ class StageLog(TrainerCallback):
         self.trainer: DPOTrainer | None = None
         self.reason: str | None = None
         self.best_step: int | None = None
+        self.best_accuracy: float | None = None  # eval reward accuracy of the kept policy
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
         if not (state.is_world_process_zero and logs):
@@ -118,7 +119,7 @@ class StageLog(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: ANN001
         reason = self.stop.update(metrics["eval_loss"], metrics.get("eval_rewards/accuracies"))
         if self.stop.stale == 0:  # every rank saves: ZeRO-3 gathers the shards
-            self.best_step = state.global_step
+            self.best_step, self.best_accuracy = state.global_step, metrics.get("eval_rewards/accuracies")
             self.trainer.save_model(str(self.best_dir))
         if reason and state.global_step > 0:  # the evaluation at step 0 is the baseline
             self.reason = reason
@@ -182,6 +183,7 @@ def run_stage(c: dict[str, Any]) -> dict[str, Any]:
     summary = {"stage": c["stage"], "name": c["name"], "planned_steps": c["steps"], "steps": trainer.state.global_step,
                "stopped_early": log.reason, "best_step": log.best_step,
                "best_eval_loss": log.stop.best if evaluation is not None else None,
+               "best_eval_reward_accuracy": log.best_accuracy,
                "train_pairs": len(train), "eval_pairs": len(evaluation or []),
                "beta": c["beta"], "peak_lr": c["peak_lr"], "seconds": round(seconds, 1), "world_size": args.world_size,
                "bf16": args.bf16, "zero_stage": zero}

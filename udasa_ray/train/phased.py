@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ def worker_config(cfg: Config, run: RunDir, stage: dict, index: int, last: bool,
         "precompute": t.precompute_ref, "eval_steps": t.eval_steps, "patience": t.patience,
         "reward_saturation": t.reward_saturation, "dtype": t.dtype, "seed": t.seed + stage["stage"],
         "gradient_checkpointing": t.gradient_checkpointing,
-        "threads": max(1, int(t.cpus_per_worker)), "report_to": "tensorboard",
+        "threads": max(1, round(t.cpus_per_worker)), "report_to": "tensorboard",
         "deepspeed": _deepspeed(cfg),
     }
 
@@ -98,8 +99,11 @@ def fit_stage(cfg: Config, c: dict[str, Any], out: Path, storage: Path) -> dict[
     return json.loads((out / "stage.json").read_text())
 
 
-def train(cfg: Config, run: RunDir, force: bool = False) -> dict[str, Any]:
-    """Train every non-empty stage in order (skipping finished ones); returns the aligned policy."""
+def train(cfg: Config, run: RunDir, force: bool = False,
+          on_stage: Callable[[int, int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train every non-empty stage in order (skipping finished ones); returns the aligned policy.
+
+    `on_stage(index, stages, stats)` runs after each stage (a Tune trial reports from it)."""
     from udasa_ray.ray_utils import init_ray
 
     stages = planned_stages(run)
@@ -127,6 +131,8 @@ def train(cfg: Config, run: RunDir, force: bool = False) -> dict[str, Any]:
               f"in {stats['seconds']}s{stop}{kept} -> {out}")
         done.append(stats)
         start, upstream = str(out), config_hash
+        if on_stage:
+            on_stage(index, len(stages), stats)
     summary = {"aligned": start, "aligned_hash": upstream, "base": base, "eval_pairs": len(eval_ids), "stages": done}
     (run / "train").mkdir(exist_ok=True)
     (run / "train" / "summary.json").write_text(json.dumps(summary, indent=2))

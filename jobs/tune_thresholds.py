@@ -1,0 +1,49 @@
+"""Threshold sweep job: `python jobs/tune_thresholds.py --config C --run-dir DIR [key=value ...]`,
+or under `ray job submit --working-dir . -- python jobs/tune_thresholds.py ...`.
+
+Makes (or reuses) the run's prompts, responses and scores, then sweeps τ1 < τ2 and the number
+of stages with Ray Tune (udasa_ray/tune/sweep.py). Rerun it after an interruption to resume.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # importable from a plain checkout
+
+from udasa_ray import stages
+from udasa_ray.config import ConfigError, load_config
+from udasa_ray.data.ingest import IngestError
+from udasa_ray.models import ModelNotAvailable
+from udasa_ray.runs import RunDir
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", action="append", help="YAML recipe and overlays (default configs/tiny-cpu.yaml)")
+    p.add_argument("--run-dir", help="default: runs/<config name>")
+    p.add_argument("--fresh", action="store_true", help="discard a previous sweep instead of resuming it")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. tune.search=optuna tune.num_samples=12")
+    args = p.parse_args()
+    args.config = args.config or ["configs/tiny-cpu.yaml"]
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"tune_thresholds: config error: {e}", file=sys.stderr)
+        return 2
+    run = RunDir(args.run_dir or Path("runs") / Path(args.config[0]).stem)
+    try:
+        stages.ingest_stage(cfg, run)
+        stages.generate_stage(cfg, run)
+        stages.score_stage(cfg, run)
+        result = stages.tune_stage(cfg, run, args.fresh)
+    except (IngestError, ModelNotAvailable, stages.StageMissing) as e:
+        print(f"tune_thresholds: error: {e}", file=sys.stderr)
+        return 1
+    print(f"tune_thresholds: {result['finished']}/{result['trials']} trials finished; results in {run / 'tune'}"
+          + (f"; best config {run / 'tune' / 'best.yaml'}" if result["best"] else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Threshold sweeps: the search space (pure), and real Ray Tune sweeps over phased DPO with the
+bundled policy on a tiny step budget, including an interrupted sweep that resumes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pyarrow as pa
+import pytest
+
+from udasa_ray.config import ConfigError, load_config
+from udasa_ray.data.ingest import ingest
+from udasa_ray.parts import write_part
+from udasa_ray.runs import RunDir
+from udasa_ray.tune.space import grid_points, optuna_space, spread_thresholds, trial_name
+from udasa_ray.uncertainty.fusion import fuse
+from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_grid_never_yields_an_invalid_or_duplicate_curriculum():
+    pts = grid_points([0.3, 0.4, 0.7], [0.4, 0.7], [1, 2, 3, 4])
+    assert all(p["tau1"] < p["tau2"] for p in pts)
+    keys = [(p["stages"], *p["thresholds"]) for p in pts]
+    assert len(keys) == len(set(keys))
+    # one 1-stage trial; 2 stages: midpoints 0.35, 0.5, 0.55; 3 and 4 stages: (0.3,0.4) (0.3,0.7) (0.4,0.7)
+    assert sorted(k for k in keys if k[0] <= 2) == [(1,), (2, 0.35), (2, 0.5), (2, 0.55)]
+    assert len([k for k in keys if k[0] == 3]) == 3 == len([k for k in keys if k[0] == 4])
+    assert spread_thresholds(2, 0.4, 0.7) == [0.55] and spread_thresholds(4, 0.2, 0.8) == [0.2, 0.5, 0.8]
+    with pytest.raises(ValueError, match="τ1 < τ2"):
+        spread_thresholds(3, 0.7, 0.4)
+    assert trial_name(3, [0.4, 0.7]) == "k3_0.4_0.7" and trial_name(1, []) == "k1"
+
+
+def test_optuna_space_samples_only_valid_thresholds():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    space = optuna_space([0.1, 0.8], [0.3, 0.9], [1, 2, 3, 4], min_gap=0.05)
+    for _ in range(200):
+        trial = study.ask()
+        space(trial)
+        p = trial.params
+        assert p["tau1"] + 0.05 <= p["tau2"] + 1e-12 and 0.1 <= p["tau1"] and p["tau2"] <= 0.9
+        assert p["stages"] in (1, 2, 3, 4)
+        spread_thresholds(p["stages"], p["tau1"], p["tau2"])  # never raises
+        study.tell(trial, 0.0)
+
+
+def test_tune_config_errors():
+    with pytest.raises(ConfigError, match="tune.objective"):
+        load_config(None, ["tune.objective=accuracy"])
+    with pytest.raises(ConfigError, match="tune.stages"):
+        load_config(None, ["tune.stages=[0, 5]"])
+    with pytest.raises(ConfigError, match="optuna takes"):
+        load_config(None, ["tune.search=optuna", "tune.tau1=[0.3, 0.4, 0.5]"])
+    assert load_config(None, ["tune.objective=eval:harmlessness"]).tune.objective == "eval:harmlessness"
+
+
+def scored_run(path: Path, prompts: int = 16, n: int = 3) -> RunDir:
+    """A run as the score stage leaves it: per prompt, a careful answer with low uncertainty and
+    curt ones with higher, spread so that Δu covers the thresholds' range."""
+    rows = []
+    for i, p in enumerate(ingest("bundled:prompts", 2000)[0][:prompts]):
+        for s in range(n):
+            u = (0.05, 0.1, 0.0) if s == 0 else (0.1 + 0.8 * i / prompts, 0.5 + 0.4 * s / n, 0.1)
+            rows.append({"prompt_id": p["prompt_id"], "prompt": p["prompt"], "sample_idx": s,
+                         "response": "Here is a careful answer: " + p["reference"][:60] if s == 0 else
+                         f"No idea ({s}).", "u_sem": u[0], "u_fact": u[1], "u_val": u[2], "U": float(fuse(u)),
+                         "error": None})
+    run = RunDir(path)
+    (run / "scores").mkdir()
+    write_part(pa.Table.from_pylist(rows, schema=SCORE_SCHEMA), run / "scores")
+    run._update("score", status="done", config_hash="hand-written")
+    return run
+
+
+# One optimizer step a stage, an evaluation after it, on 4 held-out pairs.
+TINY = ["train.max_steps_per_stage=1", "train.max_length=64", "train.warmup_steps=0", "train.decay_steps=0",
+        "train.eval_steps=1", "train.eval_fraction=0.25", "tune.tau1=[0.4]", "tune.tau2=[0.7]", "ray.num_cpus=2"]
+
+
+def _tune(run: RunDir, model_cache: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "udasa_ray.cli", "tune", "--config", str(ROOT / "configs" / "tiny-cpu.yaml"),
+            "--run-dir", str(run.path), f"models.cache_dir={model_cache}", *TINY, *extra]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "", "PYTHONUNBUFFERED": "1"}
+
+
+def _trials(run: RunDir) -> list[dict]:
+    with open(run / "tune" / "trials.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_two_trial_sweep_writes_table_plots_and_best_config(tmp_path, model_cache):
+    run = scored_run(tmp_path / "run")
+    out = subprocess.run(_tune(run, model_cache, "tune.stages=[1, 2]"), capture_output=True, text=True, env=_env(),
+                         timeout=880)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    assert "[tune] 2 trials (grid), objective pair_accuracy (max)" in out.stdout
+    trials = _trials(run)
+    assert sorted(t["trial"] for t in trials) == ["k1", "k2_0.55"] and {t["status"] for t in trials} == {"done"}
+    assert all(0 <= float(t["objective"]) <= 1 for t in trials)
+    for t in trials:  # each trial trained its own curriculum from the run's scores
+        summary = json.loads((run / "tune" / "trials" / t["trial"] / "stages" / "summary.json").read_text())
+        assert summary["thresholds"] == json.loads(t["thresholds"])
+    k2 = json.loads((run / "tune" / "trials" / "k2_0.55" / "train" / "summary.json").read_text())
+    assert len(k2["stages"]) == 2 and all(s["steps"] == 1 for s in k2["stages"])
+    table = (run / "tune" / "trials.md").read_text()
+    assert "**Best:**" in table and (run / "tune" / "heatmap.png").exists() and (run / "tune" / "stages.png").exists()
+    best = load_config(run / "tune" / "best.yaml")  # the user passes it to jobs/align.py as is
+    top = max(trials, key=lambda t: float(t["objective"]))
+    assert best.curriculum.thresholds == json.loads(top["thresholds"])
+    assert best.models.cache_dir == model_cache and best.train.max_steps_per_stage == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_interrupted_sweep_resumes(tmp_path, model_cache):
+    """Kill the sweep (SIGKILL to its process group) once the 3-stage trial has finished stage 1; the
+    rerun restores the experiment, keeps the finished 1-stage trial and does not retrain stage 1."""
+    run = scored_run(tmp_path / "run")
+    cmd = _tune(run, model_cache, "tune.stages=[1, 3]", "tune.asha=false")
+    log = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+    k3 = RunDir(run / "tune" / "trials" / "k3_0.4_0.7")
+    deadline = time.time() + 800
+    while time.time() < deadline and proc.poll() is None:
+        if k3.manifest_path.exists() and k3.stage("train_stage_1").get("status") == "done":
+            break
+        time.sleep(1)
+    assert proc.poll() is None, (tmp_path / "first.log").read_text()[-4000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "tune" / "trials.csv").exists()
+    stage1 = k3 / "train" / "stage_1" / "model.safetensors"
+    mtime = stage1.stat().st_mtime_ns
+
+    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=900)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    assert "[tune] resuming the sweep" in out.stdout
+    assert stage1.stat().st_mtime_ns == mtime  # stage 1 of the interrupted trial was not retrained
+    trials = _trials(run)
+    assert sorted(t["trial"] for t in trials) == ["k1", "k3_0.4_0.7"] and {t["status"] for t in trials} == {"done"}
+    assert json.loads((k3 / "train" / "summary.json").read_text())["stages"][2]["steps"] == 1
