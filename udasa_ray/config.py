@@ -71,6 +71,9 @@ class GenerationConfig:
     batch_size: int = 40
     num_actors: int = 1
     cpus_per_actor: float = 2.0
+    # Custom Ray resources each hf actor asks for, e.g. a node type's label, so that an autoscaling
+    # cluster starts (and later removes) the nodes that carry it.
+    actor_resources: dict[str, float] = field(default_factory=dict)
     # "auto": bfloat16 where the hardware runs it natively, else float32 (models.pick_dtype).
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
@@ -295,6 +298,11 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
             choices = ", ".join(map(repr, typing.get_args(tp)))
             raise ConfigError(f"{key}: must be one of {choices}, got {value!r}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{key}: expected a mapping with string keys, got {value!r}")
+        _, item_tp = typing.get_args(tp)
+        return {k: _check_type(f"{key}.{k}", v, item_tp) for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}")

@@ -66,6 +66,7 @@ def _apply_backend(ds, cfg: Config):
         },
         batch_size=gen.batch_size,
         num_cpus=gen.cpus_per_actor,
+        resources=gen.actor_resources or None,
         compute=ray.data.ActorPoolStrategy(size=gen.num_actors),
     )
 
