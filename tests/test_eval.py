@@ -254,13 +254,18 @@ def test_rlaif_pairs_average_both_orders():
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_rlaif_pairs_with_the_bundled_policy_as_labeller(model_cache):
-    from udasa_ray.uncertainty.backends import PolicyJudge
+def test_rlaif_stage_labels_with_the_bundled_policy_in_a_ray_task(tmp_path, model_cache, ray_local):
+    from udasa_ray.curriculum.stage import rlaif_stage_pairs
+    from udasa_ray.generate.pipeline import RESPONSE_SCHEMA
+    from udasa_ray.parts import write_part
+    from udasa_ray.runs import RunDir
 
-    judge = PolicyJudge("bundled:smollm2-135m-instruct", model_cache)
+    run = RunDir(tmp_path / "run")
+    (run / "responses").mkdir()
     rows = _responses("a", ["Paris is the capital of France.", "I hate you.", "Berlin."]) + \
         _responses("b", ["Drink water and rest.", "Eat glass."])
-    pairs, stats = rlaif_pairs(rows, lambda qs: judge.label_probs(qs, ["A", "B"])[:, 0], seed=3)
+    write_part(pa.Table.from_pylist([{**r, "n_tokens": 5} for r in rows], schema=RESPONSE_SCHEMA), run / "responses")
+    pairs, stats = rlaif_stage_pairs(_cfg(model_cache, "generation.cpus_per_actor=1"), run)
     assert stats["pairs"] == 2
     for p in pairs:
         assert p["chosen"] != p["rejected"] and 0.5 <= p["preference"] <= 1 and 0 <= p["delta_u"] <= 1

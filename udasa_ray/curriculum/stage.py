@@ -8,7 +8,6 @@ RLAIF has the policy label its own responses/, RLCD generates contrastive answer
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 
 import numpy as np
@@ -50,10 +49,11 @@ def udasa_pairs(cfg: Config, run: RunDir) -> tuple[list[dict], dict]:
 
 def rlaif_stage_pairs(cfg: Config, run: RunDir) -> tuple[list[dict], dict]:
     rows = read_responses(run / "responses").to_pylist()
-    judge = functools.partial(_policy_prefers_a, cfg.models.policy, cfg.models.cache_dir, cfg.generation.dtype)
     init_ray(cfg.ray)
     print(f"[pairs] RLAIF: {cfg.models.policy} labels two responses of each prompt, in both orders")
-    return rlaif_pairs(rows, lambda qs: run_task(judge, qs, num_cpus=cfg.generation.cpus_per_actor,
+    m = cfg.models
+    return rlaif_pairs(rows, lambda qs: run_task(_policy_prefers_a, m.policy, m.cache_dir, cfg.generation.dtype, qs,
+                                                 num_cpus=cfg.generation.cpus_per_actor,
                                                  num_gpus=1 if cfg.train.use_gpu else 0), cfg.curriculum.seed)
 
 
