@@ -88,3 +88,11 @@ def test_section_hash_tracks_only_named_sections():
     a, b = load_config(), load_config(None, ["train.lr=1e-5"])
     assert a.section_hash("generation") == b.section_hash("generation")
     assert a.section_hash("train") != b.section_hash("train")
+
+
+def test_placement_only_fields_do_not_change_stage_hashes():
+    base = load_config(None)
+    placed = load_config(None, ["generation.actor_resources={accelerator_type:A10G: 1}"])
+    assert placed.generation.actor_resources == {"accelerator_type:A10G": 1.0}
+    assert placed.section_hash("generation") == base.section_hash("generation")
+    assert load_config(None, ["generation.n=3"]).section_hash("generation") != base.section_hash("generation")

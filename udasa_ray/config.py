@@ -255,6 +255,9 @@ class RayConfig:
     num_cpus: int | None = None
 
 
+PLACEMENT_ONLY = [("generation", "actor_resources")]
+
+
 @dataclass
 class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -272,8 +275,12 @@ class Config:
         return dataclasses.asdict(self)
 
     def section_hash(self, *sections: str) -> str:
-        """Hash of the named sections: a stage reruns only when what it reads changed."""
+        """Hash of the named sections: a stage reruns only when what it reads changed. Fields that
+        only say where work runs (PLACEMENT_ONLY) are left out: a run moved to another cluster keeps
+        its finished stages."""
         d = self.to_dict()
+        for section, key in PLACEMENT_ONLY:
+            d[section].pop(key)
         blob = json.dumps({s: d[s] for s in sections}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
