@@ -37,7 +37,7 @@ def main() -> int:
         stages.generate_stage(cfg, run)
         stages.score_stage(cfg, run)
         result = stages.tune_stage(cfg, run, args.fresh)
-    except (IngestError, ModelNotAvailable, stages.StageMissing) as e:
+    except (IngestError, ModelNotAvailable, stages.StageMissing, ConfigError) as e:
         print(f"tune_thresholds: error: {e}", file=sys.stderr)
         return 1
     print(f"tune_thresholds: {result['finished']}/{result['trials']} trials finished; results in {run / 'tune'}"

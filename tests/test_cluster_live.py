@@ -36,6 +36,13 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _agent_ports() -> list[str]:
+    """Free ports for the node's agents: the defaults clash with another Ray on this machine (the
+    test session's own, say), and then the head never accepts a job ("No available agent")."""
+    return [f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}"]
+
+
 def _stop(temp_dir: Path) -> None:
     """Terminate the processes of the cluster whose temp dir is `temp_dir`, and only those."""
     procs = [p for p in psutil.process_iter(["cmdline"]) if str(temp_dir) in " ".join(p.info["cmdline"] or [])]
@@ -62,16 +69,19 @@ def test_ray_job_submit_runs_align_on_a_local_head(tmp_path, ray_temp, model_cac
     env = _env()
     subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
                     "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
-                    f"--temp-dir={ray_temp}", "--disable-usage-stats"], env=env, check=True, capture_output=True,
-                   timeout=120)
+                    f"--temp-dir={ray_temp}", "--disable-usage-stats", *_agent_ports()], env=env, check=True,
+                   capture_output=True, timeout=120)
     run = tmp_path / "run"
-    job = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", str(ROOT),
-         "--", "python", "jobs/align.py", "--config", "configs/tiny-cpu.yaml", "--run-dir", str(run),
-         "data.limit=3", "data.heldout_prompts=2", "generation.n=2", "generation.max_new_tokens=8",
-         "train.max_steps_per_stage=1", "train.max_length=64", "train.eval_fraction=0",
-         f"models.cache_dir={model_cache}"],
-        env=env, capture_output=True, text=True, timeout=840)
+    submit = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", str(ROOT),
+              "--", "python", "jobs/align.py", "--config", "configs/tiny-cpu.yaml", "--run-dir", str(run),
+              "data.limit=3", "data.heldout_prompts=2", "generation.n=2", "generation.max_new_tokens=8",
+              "train.max_steps_per_stage=1", "train.max_length=64", "train.eval_fraction=0",
+              f"models.cache_dir={model_cache}"]
+    for _ in range(15):  # the head's dashboard agent takes a few seconds to accept jobs after `ray start`
+        job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=840)
+        if "No available agent" not in job.stderr:
+            break
+        time.sleep(2)
     out = job.stdout + job.stderr
     assert job.returncode == 0, out[-4000:]
     assert re.search(r"Job 'raysubmit_\w+' succeeded", out), out[-3000:]
@@ -117,7 +127,7 @@ def test_autoscaler_adds_workers_for_a_stage_and_removes_them_when_idle(tmp_path
     env = _env(RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1")
     subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
                     "--num-cpus=1", f"--temp-dir={ray_temp}", "--include-dashboard=false",
-                    f"--autoscaling-config={tmp_path / 'autoscaling.json'}", "--disable-usage-stats"],
+                    f"--autoscaling-config={tmp_path / 'autoscaling.json'}", "--disable-usage-stats", *_agent_ports()],
                    env=env, check=True, capture_output=True, timeout=120)
     assert _active(address, "fake_gpu_node", env) == 0
     # The real generation stage, 2 actors that each need FAKE_GPU: 2 prompts x 2 samples x 4 tokens.

@@ -16,7 +16,7 @@ import optuna
 import pyarrow as pa
 import pytest
 
-from udasa_ray.config import ConfigError, load_config
+from udasa_ray.config import ConfigError, load_config, validate_sweep
 from udasa_ray.data.ingest import ingest
 from udasa_ray.parts import write_part
 from udasa_ray.runs import RunDir
@@ -62,6 +62,12 @@ def test_tune_config_errors():
     with pytest.raises(ConfigError, match="optuna takes"):
         load_config(None, ["tune.search=optuna", "tune.tau1=[0.3, 0.4, 0.5]"])
     assert load_config(None, ["tune.objective=eval:harmlessness"]).tune.objective == "eval:harmlessness"
+    # what a sweep needs of other sections is checked when it starts, not for every run
+    cfg = load_config(None, ["train.eval_fraction=0"])
+    with pytest.raises(ConfigError, match="needs held-out pairs"):
+        validate_sweep(cfg)
+    with pytest.raises(ConfigError, match="data.heldout_prompts"):
+        validate_sweep(load_config(None, ["tune.objective=heldout_U", "tune.asha=false"]))
 
 
 def scored_run(path: Path, prompts: int = 16, n: int = 3) -> RunDir:

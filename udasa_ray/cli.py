@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             stages.check_stage(cfg, run, args.force)
         elif args.command == "tune":
             stages.tune_stage(cfg, run, args.force)
-    except (IngestError, ModelNotAvailable, stages.StageMissing) as e:
+    except (IngestError, ModelNotAvailable, stages.StageMissing, ConfigError) as e:
         print(f"udasa: error: {e}", file=sys.stderr)
         return 1
     return 0

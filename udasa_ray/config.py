@@ -463,14 +463,20 @@ def validate(cfg: Config) -> None:
         (tn.num_samples >= 1 and tn.max_concurrent_trials >= 1 and tn.grace_period >= 1,
          "tune.num_samples, max_concurrent_trials, grace_period: must be >= 1"),
         (tn.trial_cpus > 0, "tune.trial_cpus: must be > 0 (Ray rejects 0)"),
-        (tn.objective != "heldout_U" or cfg.data.heldout_prompts > 0,
-         "tune.objective heldout_U needs data.heldout_prompts > 0"),
-        (tn.objective != "pair_accuracy" or cfg.train.eval_fraction > 0,
-         "tune.objective pair_accuracy needs held-out pairs: train.eval_fraction > 0"),
     ]
     for ok, msg in rules:
         if not ok:
             raise ConfigError(msg)
+
+
+def validate_sweep(cfg: Config) -> None:
+    """What a sweep needs of the other sections (checked when one starts, not for every run)."""
+    tn = cfg.tune
+    if tn.objective == "heldout_U" and cfg.data.heldout_prompts == 0:
+        raise ConfigError("tune.objective heldout_U needs held-out prompts: data.heldout_prompts > 0")
+    if (tn.objective == "pair_accuracy" or tn.asha) and cfg.train.eval_fraction == 0:
+        raise ConfigError(f"tune: {'ASHA' if tn.asha else 'the pair_accuracy objective'} needs held-out pairs: "
+                          "train.eval_fraction > 0")
 
 
 # The metrics `udasa eval` reports (evaluate/run.py keeps their order and scales).

@@ -137,8 +137,10 @@ def check_stage(cfg: Config, run: RunDir, force: bool = False) -> dict | None:
 
 def tune_stage(cfg: Config, run: RunDir, fresh: bool = False) -> dict:
     """The threshold sweep over a run's scores (see udasa_ray/tune/sweep.py)."""
+    from udasa_ray.config import validate_sweep
     from udasa_ray.tune.sweep import sweep
 
+    validate_sweep(cfg)
     if cfg.pairs.method != "udasa":
         raise StageMissing(f"tune sweeps UDASA's thresholds; pairs.method is {cfg.pairs.method!r}")
     _require(run, "score", "score")
