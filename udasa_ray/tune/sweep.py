@@ -175,19 +175,20 @@ def write_outputs(cfg: Config, run: RunDir, rows: list[dict[str, Any]]) -> dict[
         lines.append(f"| {r['stages']} | {f(r['tau1'])} | {f(r['tau2'])} | {r['thresholds']} | {r['stages_done']} | "
                      f"{f(r['stage_accuracy'])} | {f(r['objective'])} | {r['status']} |")
     if best:
-        lines += ["", f"**Best:** {best['stages']} stages, τ1 = {best['tau1']:.3f}, τ2 = {best['tau2']:.3f} "
+        lines += ["", f"**Best:** {best['stages']} stage(s), τ1 = {best['tau1']:.3f}, τ2 = {best['tau2']:.3f} "
                   f"(thresholds {best['thresholds']}), {obj} = {best['objective']:.4f}. Config: `{out / 'best.yaml'}`."]
     fig, ax = plt.subplots(figsize=(5, 4))
     two = done[done["stages"] >= 3]
     if len(two):
-        if cfg.tune.search == "grid":
-            grid = two.groupby(["tau1", "tau2"])["objective"].agg("max" if md == "max" else "min").unstack()
+        if cfg.tune.search == "grid":  # every tried cell; one without a finished trial says why
+            tried = df[df["stages"] >= 3].assign(objective=lambda d: d["objective"].astype(float))
+            grid = tried.groupby(["tau1", "tau2"])["objective"].agg("max" if md == "max" else "min").unstack()
             im = ax.imshow(grid.values, origin="lower", cmap="viridis", aspect="auto")
             ax.set_xticks(range(len(grid.columns)), [f"{x:.2f}" for x in grid.columns])
             ax.set_yticks(range(len(grid.index)), [f"{x:.2f}" for x in grid.index])
             for (i, j), v in np.ndenumerate(grid.values):
-                if np.isfinite(v):
-                    ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="w", fontsize=9)
+                ax.text(j, i, f"{v:.3f}" if np.isfinite(v) else "stopped", ha="center", va="center",
+                        color="w" if np.isfinite(v) else "k", fontsize=9)
         else:
             im = ax.scatter(two["tau2"], two["tau1"], c=two["objective"], cmap="viridis", s=60)
         fig.colorbar(im, ax=ax, label=obj)
