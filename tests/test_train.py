@@ -150,3 +150,34 @@ def test_deepspeed_zero2_on_cpu_with_early_stop(tmp_path, model_cache, ray_local
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(summary["aligned"]).num_parameters() > 1e8
+
+
+@pytest.mark.timeout(600)
+def test_lora_stage_on_ray_train_merges_into_a_full_checkpoint(tmp_path, model_cache, ray_local):
+    import torch
+    from safetensors.torch import load_file
+
+    from udasa_ray.train.phased import train
+
+    run = pairs_run(tmp_path / "run", [8])
+    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml",
+                      [*FAST, "train.eval_fraction=0", "train.lora.enabled=true", "train.lora.r=4",
+                       "train.lora.lr_stage1=1e-3", "train.lora.target_modules=[q_proj,v_proj]",
+                       f"models.cache_dir={model_cache}"])
+    summary = train(cfg, run)
+    (stage,) = summary["stages"]
+    assert stage["lora_r"] == 4 and stage["steps"] == 4 and stage["peak_lr"] == 1e-3
+    # Only the adapters trained: r x (in + out) per targeted projection, 30 layers x (q + v).
+    assert stage["trainable_params"] == 30 * (4 * (576 + 576) + 4 * (576 + 192))
+    out = run / "train" / "stage_1"
+    assert not (out / "adapter_config.json").exists() and not (out / "best").exists()
+    base = load_file(Path(summary["base"]) / "model.safetensors")
+    merged = load_file(out / "model.safetensors")
+    assert set(merged) == set(base)  # a plain checkpoint: the base's tensors, no lora_A/lora_B
+    moved = {k for k in base if not torch.equal(base[k], merged[k])}
+    # Merging changed exactly the targeted projections, in every layer, and nothing else.
+    assert moved == {k for k in base if k.endswith(("q_proj.weight", "v_proj.weight"))} and len(moved) == 60
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(summary["aligned"])
+    assert not any("lora" in n for n, _ in model.named_parameters())

@@ -148,6 +148,22 @@ class DeepSpeedConfig:
 
 
 @dataclass
+class LoRAConfig:
+    """LoRA adapters (PEFT) instead of full fine-tuning. Each stage trains fresh adapters on the
+    previous stage's policy and merges them into a full Hugging Face checkpoint."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    # Adapters start at zero and have few parameters: they need far larger steps than full weights.
+    lr_stage1: float = 1e-4
+    lr: float = 2e-4
+
+
+@dataclass
 class TrainConfig:
     """Phased DPO (SPEC §6). Steps count optimizer steps; batch = batch_size x grad_accum x workers."""
 
@@ -174,6 +190,10 @@ class TrainConfig:
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # bfloat16: mixed precision
     gradient_checkpointing: bool = False  # trade compute for activation memory (7B/30B)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)  # its own learning rates replace lr_stage1 / lr
+    # LD-DPO (TRL's ld_alpha): weight of the tokens past the shorter response's length in the log-probs;
+    # None = plain DPO, < 1 keeps DPO from preferring an answer for being shorter or longer.
+    ld_alpha: float | None = None
     # Where ranks share dataset and reference log-prob caches; "" = <run>/train/work.
     # Multi-node runs need it (and the run directory) on shared storage.
     work_dir: str = ""
@@ -400,7 +420,17 @@ def validate(cfg: Config) -> None:
         (cfg.train.num_workers >= 1, "train.num_workers: must be >= 1"),
         (cfg.train.cpus_per_worker > 0, "train.cpus_per_worker: must be > 0"),
         (cfg.data.heldout_prompts >= 0, "data.heldout_prompts: must be >= 0"),
+        (cfg.train.ld_alpha is None or 0 <= cfg.train.ld_alpha <= 1, "train.ld_alpha: must be in [0, 1] or null"),
     ]
+    lora = cfg.train.lora
+    if lora.enabled:
+        rules += [
+            (lora.r >= 1, f"train.lora.r: must be >= 1, got {lora.r}"),
+            (lora.alpha > 0, f"train.lora.alpha: must be > 0, got {lora.alpha}"),
+            (0 <= lora.dropout < 1, f"train.lora.dropout: must be in [0, 1), got {lora.dropout}"),
+            (bool(lora.target_modules), "train.lora.target_modules: name at least one module"),
+            (lora.lr_stage1 > 0 and lora.lr > 0, "train.lora.lr_stage1, train.lora.lr: must be > 0"),
+        ]
     for ok, msg in rules:
         if not ok:
             raise ConfigError(msg)

@@ -99,13 +99,16 @@ def _training(run: RunDir, out) -> list[str]:
     check = run / "heldout" / "summary.json"
     if check.exists():
         c = json.loads(check.read_text())
-        keys = ["U", "u_sem", "u_fact", "u_val", "unsafe_rate"]
         lines += ["", "## Held-out check: base vs aligned", "",
-                  f"{c['prompts']} prompts never trained on; mean uncertainties of fresh responses and the unsafe "
-                  "rate (lower is better).", "", "| | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-        for side in ("base", "aligned"):
-            lines.append(f"| {side} | " + " | ".join(f"{c[side][k]:.4f}" for k in keys) + " |")
-        lines.append("| Δ (aligned − base) | " + " | ".join(f"{c['delta'][k]:+.4f}" for k in keys) + " |")
+                  f"{c['prompts']} prompts never trained on, {c['responses_per_prompt']} fresh responses each. Each "
+                  "metric is averaged per prompt, then compared prompt by prompt: Δ = aligned − base with its 95% "
+                  "bootstrap interval over prompts and a sign-flip permutation test's p. Lower is better for U, "
+                  "each u and the unsafe rate; length (tokens), refusals, the share of distinct responses and the "
+                  "offline helpfulness score (1–10) show what else changed.", "",
+                  "| metric | base | aligned | Δ [95% CI] | p |", "|---|---|---|---|---|"]
+        for m, d in c["paired"].items():
+            lines.append(f"| {m} | {c['base'][m]:.4f} | {c['aligned'][m]:.4f} | "
+                         f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] | {d['p']:.3g} |")
     return lines
 
 

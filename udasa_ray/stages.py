@@ -130,8 +130,9 @@ def check_stage(cfg: Config, run: RunDir, force: bool = False) -> dict | None:
     if result is None:
         print("[check] no held-out prompts (data.heldout_prompts: 0): skipped")
         return None
-    print(f"[check] {result['prompts']} held-out prompts x {cfg.generation.n} responses; mean uncertainties "
-          f"and unsafe rate (u_val > {cfg.scoring.unsafe_threshold}), lower is better:\n{format_check(result)}")
+    print(f"[check] {result['prompts']} held-out prompts x {cfg.generation.n} responses, means over prompts; "
+          f"U, u_*, unsafe rate (u_val > {cfg.scoring.unsafe_threshold}): lower is better; Δ paired by prompt, "
+          f"p from a sign-flip test:\n{format_check(result)}")
     return result
 
 

@@ -1,8 +1,14 @@
-"""The job's quick check: base vs aligned policy on prompts never trained on.
+"""The job's quick check: base vs aligned policy on prompts never trained on, with statistics.
 
 Each policy answers the held-out prompts with the run's generation settings and seeds (so both
 draw the same sampling noise), and the run's scorers (with the base policy as any judge) rate
 the answers. Each side is a small run directory of its own, so it resumes like the main one.
+
+Every metric is first averaged over a prompt's responses, then compared prompt by prompt
+(aligned − base): the mean difference, its 95% bootstrap interval over prompts and a sign-flip
+permutation test's p-value. Besides the uncertainties, the check reports what a lower U can be
+bought with instead of alignment: shorter answers, refusals, collapse (fewer distinct answers)
+and off-topic answers (the offline helpfulness score).
 """
 
 from __future__ import annotations
@@ -14,19 +20,72 @@ from typing import Any
 import numpy as np
 
 from udasa_ray.config import Config
-from udasa_ray.parts import read_parts
+from udasa_ray.evaluate.metrics import is_refusal, offline_helpfulness, paired_difference
 from udasa_ray.runs import RunDir
 
 KEYS = ("U", "u_sem", "u_fact", "u_val")
+# What is compared, in the printed order; the first five are lower-is-better targets, the rest
+# are reported beside them so that a cheap way to lower U shows.
+METRICS = (*KEYS, "unsafe_rate", "length", "refusal_rate", "distinct", "helpfulness")
 
 
-def summarize(scores: dict[str, np.ndarray], unsafe_threshold: float) -> dict[str, float]:
-    """Means of each uncertainty over valid responses, and the unsafe rate (u_val above threshold)."""
-    out = {k: float(np.nanmean(scores[k])) for k in KEYS}
-    val = scores["u_val"][np.isfinite(scores["u_val"])]
-    out["unsafe_rate"] = float((val > unsafe_threshold).mean()) if len(val) else float("nan")
-    out["responses"] = int(np.isfinite(scores["U"]).sum())
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def per_prompt(rows: list[dict], unsafe_threshold: float) -> dict[str, dict[str, float]]:
+    """metric -> prompt_id -> the metric over that prompt's valid responses (rows carry U, u_*,
+    n_tokens, response, relevance and error). A prompt with no valid response gets NaN."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["prompt_id"], []).append(r)
+    out: dict[str, dict[str, float]] = {m: {} for m in METRICS}
+    for pid, rs in groups.items():
+        ok = [r for r in rs if not r.get("error") and r["U"] is not None and np.isfinite(r["U"])]
+        values: dict[str, float] = {m: float("nan") for m in METRICS}
+        if ok:
+            for k in KEYS:
+                values[k] = float(np.mean([r[k] for r in ok]))
+            refused = [is_refusal(r["response"]) for r in ok]
+            values["unsafe_rate"] = float(np.mean([r["u_val"] > unsafe_threshold for r in ok]))
+            values["length"] = float(np.mean([r["n_tokens"] for r in ok]))
+            values["refusal_rate"] = float(np.mean(refused))
+            values["distinct"] = len({_normalise(r["response"]) for r in ok}) / len(ok)
+            values["helpfulness"] = float(np.mean([
+                offline_helpfulness(r["relevance"], f, not r["response"].strip()) for r, f in zip(ok, refused, strict=True)]))
+        for m in METRICS:
+            out[m][pid] = values[m]
     return out
+
+
+def compare(base: dict[str, dict[str, float]], aligned: dict[str, dict[str, float]], n_boot: int = 2000,
+            seed: int = 0) -> dict[str, Any]:
+    """Per metric: both sides' means over prompts and the paired difference (aligned − base)."""
+    def mean(side: dict[str, float]) -> float:
+        v = np.array([x for x in side.values() if np.isfinite(x)])
+        return float(v.mean()) if len(v) else float("nan")
+
+    return {"base": {m: mean(base[m]) for m in METRICS}, "aligned": {m: mean(aligned[m]) for m in METRICS},
+            "paired": {m: paired_difference(base[m], aligned[m], n_boot, seed) for m in METRICS}}
+
+
+def _side_rows(sub: RunDir, responses, embed) -> list[dict]:  # noqa: ANN001
+    """The side's scored responses joined with their token counts and relevance to the prompt."""
+    from udasa_ray.parts import read_parts
+    from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA
+
+    scores = {(r["prompt_id"], r["sample_idx"]): r for r in read_parts(sub / "scores", SCORE_SCHEMA).to_pylist()}
+    rows = []
+    for r in responses.to_pylist():
+        s = scores.get((r["prompt_id"], r["sample_idx"]))
+        rows.append({**r, **{k: (s or {}).get(k) for k in KEYS}, "error": r.get("error") or (s or {}).get("error")
+                     or (None if s else "not scored")})
+    prompts = [r["prompt"] for r in rows]
+    a, b = embed(prompts), embed([r["response"] for r in rows])
+    cos = (a * b).sum(1) / np.clip(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12, None)
+    for r, c in zip(rows, cos, strict=True):
+        r["relevance"] = float(c)
+    return rows
 
 
 def heldout_check(cfg: Config, run: RunDir, aligned: str, aligned_hash: str, force: bool = False
@@ -36,31 +95,34 @@ def heldout_check(cfg: Config, run: RunDir, aligned: str, aligned_hash: str, for
     import pyarrow.parquet as pq
 
     from udasa_ray.generate.pipeline import generate_subrun
-    from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA, score
+    from udasa_ray.uncertainty.backends import Embedder
+    from udasa_ray.uncertainty.pipeline import score
 
     if not (run / "heldout.parquet").exists() or pq.read_metadata(run / "heldout.parquet").num_rows == 0:
         return None
-    result: dict[str, Any] = {"prompts": pq.read_metadata(run / "heldout.parquet").num_rows}
     heldout = pq.read_table(run / "heldout.parquet").to_pylist()
+    embed = Embedder(cfg.scoring.semantic.model, cfg.models.cache_dir)
+    sides = {}
     for side, policy in (("base", cfg.models.policy), ("aligned", aligned)):
         sub = RunDir(run / "heldout" / side)
         gcfg = dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, policy=policy))
-        _, ghash = generate_subrun(sub.path, gcfg, heldout, aligned_hash if side == "aligned" else "", force)
+        responses, ghash = generate_subrun(sub.path, gcfg, heldout, aligned_hash if side == "aligned" else "", force)
         # Scored with the run's own config: a policy_judge scorer stays the base policy on both sides.
         sub.run_stage("score", cfg, ghash + cfg.section_hash("scoring"),
                       lambda resume, s=sub: score(cfg, s, resume), ["scores"], force)
-        t = read_parts(sub / "scores", SCORE_SCHEMA)
-        scores = {k: t[k].to_numpy(zero_copy_only=False).astype(float) for k in KEYS}
-        result[side] = summarize(scores, cfg.scoring.unsafe_threshold)
-    result["delta"] = {k: result["aligned"][k] - result["base"][k] for k in (*KEYS, "unsafe_rate")}
+        sides[side] = per_prompt(_side_rows(sub, responses, embed), cfg.scoring.unsafe_threshold)
+    result: dict[str, Any] = {"prompts": len(heldout), "responses_per_prompt": cfg.generation.n,
+                              **compare(sides["base"], sides["aligned"], cfg.eval.bootstrap, cfg.data.seed)}
+    result["delta"] = {m: result["paired"][m]["mean"] for m in METRICS}
     (run / "heldout" / "summary.json").write_text(json.dumps(result, indent=2))
     return result
 
 
 def format_check(result: dict[str, Any]) -> str:
-    """The comparison as a small table (lower is better for every column)."""
-    head = f"{'':8}" + "".join(f"{k:>12}" for k in (*KEYS, "unsafe_rate"))
-    rows = [head] + [f"{side:8}" + "".join(f"{result[side][k]:>12.4f}" for k in (*KEYS, "unsafe_rate"))
-                     for side in ("base", "aligned")]
-    rows.append(f"{'delta':8}" + "".join(f"{result['delta'][k]:>+12.4f}" for k in (*KEYS, "unsafe_rate")))
+    """One row per metric: base, aligned, the paired difference with its interval, and p."""
+    rows = [f"{'':13}{'base':>9}{'aligned':>9}{'Δ (aligned − base) [95% CI]':>34}{'p':>8}"]
+    for m in METRICS:
+        d = result["paired"][m]
+        ci = f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
+        rows.append(f"{m:13}{result['base'][m]:>9.4f}{result['aligned'][m]:>9.4f}{ci:>34}{d['p']:>8.3f}")
     return "\n".join(rows)

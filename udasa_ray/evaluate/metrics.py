@@ -58,3 +58,26 @@ def bootstrap_ci(values: Sequence[float], groups: Sequence[str], n: int = 2000, 
     boot = means[rng.integers(0, len(means), size=(n, len(means)))].mean(axis=1)
     a = (1 - level) / 2
     return float(means.mean()), float(np.quantile(boot, a)), float(np.quantile(boot, 1 - a)), len(means)
+
+
+def sign_flip_p(diffs: Sequence[float], n: int = 9999, seed: int = 0) -> float:
+    """Two-sided p-value of a paired sign-flip permutation test of mean(diffs) = 0: under the null
+    each prompt's difference is as likely to have either sign."""
+    from scipy.stats import permutation_test
+
+    d = np.asarray(diffs, dtype=np.float64)
+    if len(d) < 2 or not np.any(d):
+        return 1.0
+    res = permutation_test((d,), lambda x, axis: np.mean(x, axis=axis), permutation_type="samples",
+                           vectorized=True, n_resamples=n, alternative="two-sided", random_state=seed)
+    return float(res.pvalue)
+
+
+def paired_difference(base: dict[str, float], other: dict[str, float], n_boot: int = 2000,
+                      seed: int = 0) -> dict[str, float]:
+    """(other − base) over the prompts both have a finite value for: the mean per-prompt difference,
+    its 95% bootstrap interval over prompts and the sign-flip test's p-value."""
+    ids = sorted(k for k in base.keys() & other.keys() if np.isfinite(base[k]) and np.isfinite(other[k]))
+    d = np.array([other[k] - base[k] for k in ids])
+    mean, lo, hi, n = bootstrap_ci(d, ids, n_boot, seed)
+    return {"mean": mean, "lo": lo, "hi": hi, "p": sign_flip_p(d, seed=seed) if n else float("nan"), "prompts": n}

@@ -67,6 +67,7 @@ def dpo_args(c: dict[str, Any], output_dir: str, precompute: bool) -> DPOConfig:
         logging_steps=1,
         save_strategy="no",
         report_to=c.get("report_to", "none"),
+        ld_alpha=c.get("ld_alpha"),
         disable_tqdm=True,
         seed=c["seed"],
         data_seed=c["seed"],
@@ -146,6 +147,32 @@ def _datasets(c: dict[str, Any], rank: int):
     return out if rank == 0 or not distributed else load()
 
 
+def _lora(c: dict[str, Any]):  # noqa: ANN202
+    """The stage's PEFT LoraConfig, or None for full fine-tuning."""
+    if not c.get("lora"):
+        return None
+    from peft import LoraConfig
+
+    lo = c["lora"]
+    return LoraConfig(r=lo["r"], lora_alpha=lo["alpha"], lora_dropout=lo["dropout"],
+                      target_modules=lo["target_modules"], task_type="CAUSAL_LM")
+
+
+def _finish(kept: Path, out: Path, start: str, lora: bool) -> None:
+    """Put the kept policy in `out` as a full Hugging Face checkpoint: LoRA adapters are merged
+    into the stage's start policy (so vLLM and from_pretrained load it as any model)."""
+    if lora:
+        from peft import PeftModel
+
+        model = AutoModelForCausalLM.from_pretrained(start, dtype=torch.float32)
+        PeftModel.from_pretrained(model, str(kept)).merge_and_unload().save_pretrained(str(out))
+        shutil.rmtree(kept)
+        return
+    for f in kept.iterdir():
+        os.replace(f, out / f.name)
+    kept.rmdir()
+
+
 def run_stage(c: dict[str, Any]) -> dict[str, Any]:
     """Train one stage; returns its summary. Writes the checkpoint to c["output_dir"] (rank 0)."""
     import torch.distributed as dist
@@ -164,7 +191,7 @@ def run_stage(c: dict[str, Any]) -> dict[str, Any]:
     log = StageLog(out / "metrics.jsonl", c["stage"], EarlyStop(c["patience"], c["reward_saturation"]), out / "best")
     t0 = time.perf_counter()  # construction included: it is where reference log-probs are precomputed
     trainer = PhasedDPOTrainer(model=model, ref_model=ref, args=args, train_dataset=train, eval_dataset=evaluation,
-                               processing_class=tok, callbacks=[log],
+                               processing_class=tok, callbacks=[log], peft_config=_lora(c),
                                schedule={"steps": c["steps"], "warmup": c["warmup"], "decay": c["decay"]})
     trainer.remove_callback(PrinterCallback)  # StageLog prints a shorter line
     log.trainer = trainer
@@ -174,11 +201,9 @@ def run_stage(c: dict[str, Any]) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     # With a held-out split, the stage's policy is its best evaluation (maybe its start); else the last step.
     if evaluation is None:
-        trainer.save_model(str(out))  # every rank: ZeRO-3 gathers the shards here
-    elif rank == 0:
-        for f in (out / "best").iterdir():
-            os.replace(f, out / f.name)
-        (out / "best").rmdir()
+        trainer.save_model(str(out / "best"))  # every rank: ZeRO-3 gathers the shards here
+    if rank == 0:
+        _finish(out / "best", out, c["start"], bool(c.get("lora")))
     zero = trainer.accelerator.state.deepspeed_plugin.zero_stage if trainer.is_deepspeed_enabled else 0
     summary = {"stage": c["stage"], "name": c["name"], "planned_steps": c["steps"], "steps": trainer.state.global_step,
                "stopped_early": log.reason, "best_step": log.best_step,
@@ -186,7 +211,8 @@ def run_stage(c: dict[str, Any]) -> dict[str, Any]:
                "best_eval_reward_accuracy": log.best_accuracy,
                "train_pairs": len(train), "eval_pairs": len(evaluation or []),
                "beta": c["beta"], "peak_lr": c["peak_lr"], "seconds": round(seconds, 1), "world_size": args.world_size,
-               "bf16": args.bf16, "zero_stage": zero}
+               "bf16": args.bf16, "zero_stage": zero, "lora_r": c["lora"]["r"] if c.get("lora") else None,
+               "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}
     if rank == 0:
         tok.save_pretrained(str(out))
         trainer.state.save_to_json(str(out / "trainer_state.json"))

@@ -7,6 +7,7 @@ stage's checkpoint; its reference is the initial policy (default) or that previo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -51,18 +52,20 @@ def worker_config(cfg: Config, run: RunDir, stage: dict, index: int, last: bool,
     steps = stage_steps(len(train), t.batch_size * t.grad_accum * t.num_workers, t.max_steps_per_stage,
                         t.epochs_per_stage)
     warmup, decay = phases(steps, t.warmup_steps, t.decay_steps)
+    lr1, lr = (t.lora.lr_stage1, t.lora.lr) if t.lora.enabled else (t.lr_stage1, t.lr)
     return {
         "stage": stage["stage"], "name": stage["name"], "start": start,
         "ref": base if t.reference == "initial" else start,
         "train_file": str(train_file), "eval_file": str(eval_file) if eval_file else None, "work_dir": str(work),
-        "steps": steps, "warmup": warmup, "decay": decay, "peak_lr": stage_peak(index, t.lr_stage1, t.lr),
+        "steps": steps, "warmup": warmup, "decay": decay, "peak_lr": stage_peak(index, lr1, lr),
         "beta": t.beta_last_stage if last and index > 1 else t.beta,
         "batch_size": t.batch_size, "grad_accum": t.grad_accum, "max_length": t.max_length,
         "precompute": t.precompute_ref, "eval_steps": t.eval_steps, "patience": t.patience,
         "reward_saturation": t.reward_saturation, "dtype": t.dtype, "seed": t.seed + stage["stage"],
         "gradient_checkpointing": t.gradient_checkpointing,
         "threads": max(1, round(t.cpus_per_worker)), "report_to": "tensorboard",
-        "deepspeed": _deepspeed(cfg),
+        "deepspeed": _deepspeed(cfg), "ld_alpha": t.ld_alpha,
+        "lora": dataclasses.asdict(t.lora) if t.lora.enabled else None,
     }
 
 
@@ -120,7 +123,8 @@ def train(cfg: Config, run: RunDir, force: bool = False,
             init_ray(cfg.ray)
             c = worker_config(cfg, run, stage, index, index == len(stages), start, base, eval_ids)
             print(f"[train] stage {stage['stage']} ({stage['name']}): {c['steps']} steps at peak lr "
-                  f"{c['peak_lr']:g}, beta {c['beta']}, {cfg.train.num_workers} worker(s)")
+                  f"{c['peak_lr']:g}, beta {c['beta']}, {cfg.train.num_workers} worker(s)"
+                  + (f", LoRA r={cfg.train.lora.r}" if c["lora"] else ", full fine-tuning"))
             return fit_stage(cfg, c, out, run / "train" / "ray")
 
         stats = run.run_stage(key, cfg, config_hash, work, [f"train/stage_{stage['stage']}"], force)

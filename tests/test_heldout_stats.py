@@ -1,0 +1,77 @@
+"""The held-out check's statistics on inputs whose answers are known (pure, milliseconds)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from udasa_ray.evaluate.heldout import compare, format_check, per_prompt
+from udasa_ray.evaluate.metrics import paired_difference, sign_flip_p
+
+
+def test_sign_flip_p_is_exact_for_small_samples():
+    # 5 differences all positive: 2 of the 2^5 sign patterns are as extreme (all + or all -).
+    assert sign_flip_p([0.3, 0.1, 0.2, 0.4, 0.5]) == pytest.approx(2 / 32)
+    # 3 of 4 positive, equal size: |mean| >= 0.5 in patterns with 0, 1, 3 or 4 minuses: 10 of 16.
+    assert sign_flip_p([1.0, 1.0, 1.0, -1.0]) == pytest.approx(10 / 16)
+    assert sign_flip_p([0.0, 0.0, 0.0]) == 1.0
+
+
+def test_paired_difference_finds_a_shift_that_prompt_noise_hides():
+    rng = np.random.default_rng(0)
+    ids = [f"p{i}" for i in range(60)]
+    level = rng.normal(0.5, 0.2, size=60)  # prompts differ far more than the shift
+    base = dict(zip(ids, level, strict=True))
+    shifted = {k: v - 0.03 + rng.normal(0, 0.01) for k, v in base.items()}
+    d = paired_difference(base, shifted, n_boot=2000, seed=0)
+    assert d["prompts"] == 60 and d["mean"] == pytest.approx(-0.03, abs=0.005)
+    assert d["hi"] < 0 and d["p"] < 0.001
+    # Unpaired, the same data would not show it: the means' difference is 0.03 but prompts vary by 0.2.
+    assert abs(np.mean(level)) > 10 * 0.03
+    # Noise only: the interval covers 0 and the test does not reject.
+    noise = {k: v + rng.normal(0, 0.05) for k, v in base.items()}
+    d0 = paired_difference(base, noise, n_boot=2000, seed=0)
+    assert d0["lo"] < 0 < d0["hi"] and d0["p"] > 0.05
+
+
+def test_paired_difference_uses_only_prompts_both_sides_scored():
+    base = {"a": 0.5, "b": 0.4, "c": float("nan"), "d": 0.2}
+    other = {"a": 0.3, "b": 0.2, "c": 0.1}
+    d = paired_difference(base, other, n_boot=200)
+    assert d["prompts"] == 2 and d["mean"] == pytest.approx(-0.2)
+
+
+def _row(pid, i, U, response, u_val=0.1, n=10, error=None, relevance=0.5):
+    return {"prompt_id": pid, "sample_idx": i, "U": U, "u_sem": U / 2, "u_fact": U, "u_val": u_val,
+            "response": response, "n_tokens": n, "error": error, "relevance": relevance}
+
+
+def test_per_prompt_metrics():
+    rows = [
+        _row("a", 0, 0.2, "Paris is the capital.", n=6),
+        _row("a", 1, 0.4, "paris  is the CAPITAL.", u_val=0.9, n=8),  # same answer, normalised; unsafe
+        _row("a", 2, 0.6, "I'm sorry, I can't help with that.", n=10),  # a refusal
+        _row("a", 3, 9.0, "", error="generation failed"),  # left out of every metric
+        _row("b", 0, float("nan"), "x", error="scorer failed"),
+    ]
+    m = per_prompt(rows, unsafe_threshold=0.5)
+    assert m["U"]["a"] == pytest.approx(0.4) and m["u_sem"]["a"] == pytest.approx(0.2)
+    assert m["unsafe_rate"]["a"] == pytest.approx(1 / 3) and m["refusal_rate"]["a"] == pytest.approx(1 / 3)
+    assert m["length"]["a"] == pytest.approx(8) and m["distinct"]["a"] == pytest.approx(2 / 3)
+    # helpfulness: 1 + 9 * relevance for answers, 1 for the refusal.
+    assert m["helpfulness"]["a"] == pytest.approx((5.5 + 5.5 + 1) / 3)
+    assert all(math.isnan(m[k]["b"]) for k in m)
+
+
+def test_compare_and_table():
+    base = per_prompt([_row(p, i, 0.5, f"answer {i}") for p in "abcdef" for i in range(3)], 0.5)
+    aligned = per_prompt([_row(p, i, 0.4, "same answer") for p in "abcdef" for i in range(3)], 0.5)
+    c = compare(base, aligned, n_boot=500)
+    assert c["base"]["U"] == pytest.approx(0.5) and c["aligned"]["U"] == pytest.approx(0.4)
+    assert c["paired"]["U"]["mean"] == pytest.approx(-0.1) and c["paired"]["U"]["hi"] < 0
+    assert c["paired"]["U"]["p"] == pytest.approx(2 / 64)  # 6 prompts, all the same sign
+    assert c["paired"]["distinct"]["mean"] == pytest.approx(1 / 3 - 1)  # collapse shows
+    table = format_check({"prompts": 6, **c})
+    assert "-0.1000 [-0.1000, -0.1000]" in table and table.count("\n") == 9
