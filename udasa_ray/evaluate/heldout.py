@@ -51,8 +51,8 @@ def per_prompt(rows: list[dict], unsafe_threshold: float) -> dict[str, dict[str,
             values["length"] = float(np.mean([r["n_tokens"] for r in ok]))
             values["refusal_rate"] = float(np.mean(refused))
             values["distinct"] = len({_normalise(r["response"]) for r in ok}) / len(ok)
-            values["helpfulness"] = float(np.mean([
-                offline_helpfulness(r["relevance"], f, not r["response"].strip()) for r, f in zip(ok, refused, strict=True)]))
+            values["helpfulness"] = float(np.mean([offline_helpfulness(r["relevance"], f, not r["response"].strip())
+                                                   for r, f in zip(ok, refused, strict=True)]))
         for m in METRICS:
             out[m][pid] = values[m]
     return out
