@@ -75,3 +75,52 @@ def test_compare_and_table():
     assert c["paired"]["distinct"]["mean"] == pytest.approx(1 / 3 - 1)  # collapse shows
     table = format_check({"prompts": 6, **c})
     assert "-0.1000 [-0.1000, -0.1000]" in table and table.count("\n") == 9
+
+
+def test_length_correlation_separates_topic_from_length():
+    from udasa_ray.uncertainty.length import length_correlation, within_prompt_slope
+
+    rng = np.random.default_rng(1)
+    groups = np.repeat([f"p{i}" for i in range(200)], 5)
+    level = np.repeat(rng.uniform(0, 1, 200), 5)
+    length = 100 * level + rng.normal(0, 5, 1000)
+    # u follows the prompt, not the length of the answer: correlated overall, not within prompts.
+    u = level + rng.normal(0, 0.02, 1000)
+    c = length_correlation(u, length, groups)
+    assert c["all"] > 0.9 and abs(c["within"]) < 0.1 and c["responses"] == 1000
+    # u that grows with each answer's length: both correlations, and the slope is recovered.
+    u2 = level + 0.01 * length
+    assert length_correlation(u2, length, groups)["within"] > 0.99
+    assert within_prompt_slope(u2, length, groups) == pytest.approx(0.01)
+    nan_u = np.where(np.arange(1000) % 7 == 0, np.nan, u2)
+    assert length_correlation(nan_u, length, groups)["responses"] == 1000 - 143
+
+
+def test_chosen_shorter_by_stage():
+    from udasa_ray.uncertainty.length import chosen_shorter
+
+    lengths = {("a", 0): 10, ("a", 1): 20, ("b", 0): 30, ("b", 1): 5, ("c", 0): 7, ("c", 1): 7}
+    pairs = [{"prompt_id": "a", "chosen_idx": 0, "rejected_idx": 1, "stage": 1},
+             {"prompt_id": "b", "chosen_idx": 0, "rejected_idx": 1, "stage": 2},
+             {"prompt_id": "c", "chosen_idx": 1, "rejected_idx": 0, "stage": 2}]
+    assert chosen_shorter(pairs, lengths) == {"all": pytest.approx(0.5), "stage 1": 1.0, "stage 2": 0.25}
+
+
+def test_length_matched_difference_removes_a_drop_that_only_shortening_explains():
+    from udasa_ray.evaluate.heldout import length_matched
+
+    rng = np.random.default_rng(2)
+    rows = []
+    for i in range(40):
+        for side, shift in (("base", 0), ("aligned", -15)):  # the aligned policy says 15 tokens less
+            for j in range(5):
+                n = 60 + shift + rng.normal(0, 10)
+                rows.append(_row(f"p{i}", j, 0.2 + 0.004 * n + rng.normal(0, 0.01), f"{side} {j}", n=n)
+                            | {"side": side, "u_sem": 0.3, "u_fact": 0.004 * n, "u_val": 0.1})
+    base = per_prompt([r for r in rows if r["side"] == "base"], 0.5)
+    aligned = per_prompt([r for r in rows if r["side"] == "aligned"], 0.5)
+    raw = compare(base, aligned, n_boot=500)["paired"]["U"]
+    assert raw["hi"] < -0.04  # U fell by about 0.06 ...
+    matched = length_matched(rows, base, aligned, n_boot=500)
+    assert matched["U"]["slope_per_token"] == pytest.approx(0.004, abs=0.0005)
+    assert matched["U"]["lo"] < 0 < matched["U"]["hi"] and abs(matched["U"]["mean"]) < 0.01  # ... all by length

@@ -37,8 +37,12 @@ def test_align_job_runs_the_whole_pipeline(tmp_path, model_cache):
     assert f"aligned policy: {run / 'train'}" in r.stdout and f"done in {run}" in r.stdout
     lines = r.stdout.splitlines()
     check = lines.index(next(line for line in lines if line.startswith("[check] 2 held-out prompts x 2 responses")))
-    assert lines[check + 2].startswith("base") and lines[check + 3].startswith("aligned")
+    assert lines[check + 1].split()[:2] == ["base", "aligned"]
+    rows = {line.split()[0]: line for line in lines[check + 2 : check + 16]}
+    assert {"U", "u_sem", "u_fact", "u_val", "unsafe_rate", "length", "distinct", "helpfulness"} <= set(rows)
+    assert "[" in rows["U"] and lines[check + 11].startswith("U @len")  # the interval and the length-matched row
     assert pq.read_table(run / "heldout" / "aligned" / "scores").num_rows == 4
+    assert pq.read_table(run / "heldout" / "per_prompt.parquet").num_rows == 4  # 2 prompts x 2 sides
     report = (run / "report" / "report.md").read_text()
     assert "## Phased DPO" in report and "## Held-out check: base vs aligned" in report
     assert (run / "report" / "train_stage_1.png").exists() or (run / "report" / "train_stage_3.png").exists()
@@ -47,3 +51,36 @@ def test_align_job_runs_the_whole_pipeline(tmp_path, model_cache):
 def test_align_job_config_error_exits_2(tmp_path):
     r = _job("--run-dir", str(tmp_path), "curriculum.thresholds=[0.7,0.4]")
     assert r.returncode == 2 and "curriculum.thresholds: must increase" in r.stderr
+
+
+@pytest.mark.timeout(600)
+def test_curriculum_vs_oneshot_shares_the_run_and_the_step_budget(tmp_path, model_cache):
+    """The one-shot run reuses the curriculum run's responses, scores and base held-out answers, trains
+    one stage for the curriculum's total planned steps, and is compared with it prompt by prompt."""
+    common = ["data.limit=4", "data.heldout_prompts=2", "generation.n=2", "generation.max_new_tokens=8",
+              "train.max_steps_per_stage=1", "train.max_length=64", "train.eval_fraction=0",
+              f"models.cache_dir={model_cache}"]
+    cfg = str(ROOT / "configs" / "tiny-cpu.yaml")
+    r = _job("--config", cfg, "--run-dir", str(tmp_path / "run"), *common)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    base_parts = sorted((tmp_path / "run" / "heldout" / "base" / "responses").glob("part-*"))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    r = subprocess.run([sys.executable, str(ROOT / "jobs" / "curriculum_vs_oneshot.py"), "--config", cfg,
+                        "--run-dir", str(tmp_path / "run"), *common], env=env, capture_output=True, text=True,
+                       timeout=580)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    import json
+
+    curriculum = json.loads((tmp_path / "run" / "train" / "summary.json").read_text())
+    budget = sum(s["planned_steps"] for s in curriculum["stages"])
+    assert len(curriculum["stages"]) >= 2 and f"at most {budget} steps" in r.stdout
+    one = tmp_path / "run-oneshot"
+    (stage,) = json.loads((one / "train" / "summary.json").read_text())["stages"]
+    assert stage["planned_steps"] == budget and stage["train_pairs"] == 4
+    # The base policy's held-out answers were reused, not regenerated (new parts would have new names).
+    assert sorted((one / "heldout" / "base" / "responses").glob("part-*")) == [
+        one / "heldout" / "base" / "responses" / p.name for p in base_parts]
+    result = json.loads((one / "heldout" / "vs_curriculum.json").read_text())
+    assert result["budget_steps"] == budget and result["paired"]["U"]["prompts"] == 2
+    assert "one-shot − curriculum" in r.stdout

@@ -112,6 +112,39 @@ def _training(run: RunDir, out) -> list[str]:
     return lines
 
 
+def _length(run: RunDir, scores) -> list[str]:  # noqa: ANN001
+    """Does an uncertainty measure how long an answer is? Correlations on this run's responses and,
+    once there are pairs, how often the chosen answer is the shorter one."""
+    from udasa_ray.generate.pipeline import read_responses
+    from udasa_ray.uncertainty.length import chosen_shorter, length_correlation
+
+    resp = read_responses(run / "responses")
+    if not resp.num_rows:
+        return []
+    n_tokens = {(r["prompt_id"], r["sample_idx"]): r["n_tokens"] for r in resp.select(
+        ["prompt_id", "sample_idx", "n_tokens"]).to_pylist()}
+    rows = scores.select(["prompt_id", "sample_idx", "U", "u_sem", "u_fact", "u_val"]).to_pylist()
+    length = [n_tokens.get((r["prompt_id"], r["sample_idx"]), float("nan")) for r in rows]
+    groups = [r["prompt_id"] for r in rows]
+    lines = ["", "### Length and uncertainty", "",
+             "Spearman ρ of each uncertainty with the response's token count, over all responses and within "
+             "prompts (both centred on the prompt's mean). A positive ρ within prompts means the scorer "
+             "prefers shorter answers to the same request, which DPO on these pairs can learn as brevity.", "",
+             "| | ρ (all) | ρ (within prompts) |", "|---|---|---|"]
+    for k in ("U", "u_sem", "u_fact", "u_val"):
+        c = length_correlation([float("nan") if r[k] is None else r[k] for r in rows], length, groups)
+        lines.append(f"| {k} | {c['all']:+.3f} | {c['within']:+.3f} |")
+    capped = sum(r["finish_reason"] == "length" for r in resp.select(["finish_reason"]).to_pylist())
+    lines += ["", f"{capped} of {resp.num_rows} responses stopped at `generation.max_new_tokens`."]
+    if (run / "pairs" / "pairs.parquet").exists():
+        pairs = pq.read_table(run / "pairs" / "pairs.parquet").to_pylist()
+        if pairs and "chosen_idx" in pairs[0]:
+            share = chosen_shorter(pairs, n_tokens)
+            lines += ["", "Share of pairs whose chosen answer is the shorter one (0.5: length does not decide): "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in share.items()) + "."]
+    return lines
+
+
 def _clip(text: str, n: int = 220) -> str:
     text = " ".join(text.split()).replace("|", "\\|")
     return text if len(text) <= n else text[: n - 1] + "…"
@@ -139,6 +172,7 @@ def write_report(run: RunDir, examples_per_stage: int = 2) -> str:
             if len(v):
                 lines.append(f"| {k} | {v.mean():.3f} | {np.median(v):.3f} | {v.min():.3f} | {v.max():.3f} |")
         lines += ["", "![uncertainties](uncertainties.png)"]
+        lines += _length(run, t)
         if errors:
             lines += ["", "Errors (first 5): " + "; ".join(_clip(e, 120) for e in errors[:5])]
     if (run / "stages" / "summary.json").exists():

@@ -22,6 +22,7 @@ import numpy as np
 from udasa_ray.config import Config
 from udasa_ray.evaluate.metrics import is_refusal, offline_helpfulness, paired_difference
 from udasa_ray.runs import RunDir
+from udasa_ray.uncertainty.length import within_prompt_slope
 
 KEYS = ("U", "u_sem", "u_fact", "u_val")
 # What is compared, in the printed order; the first five are lower-is-better targets, the rest
@@ -69,6 +70,21 @@ def compare(base: dict[str, dict[str, float]], aligned: dict[str, dict[str, floa
             "paired": {m: paired_difference(base[m], aligned[m], n_boot, seed) for m in METRICS}}
 
 
+def length_matched(rows: list[dict], base: dict[str, dict[str, float]], aligned: dict[str, dict[str, float]],
+                   n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """The paired differences of U and each u at the base's length: each prompt's aligned value
+    minus slope × (its length change), the slope being u's within-prompt trend per token over both
+    sides' responses. If shorter answers explain a lower U, this difference shrinks towards 0."""
+    ok = [r for r in rows if not r.get("error") and r["U"] is not None and np.isfinite(r["U"])]
+    out: dict[str, Any] = {}
+    for k in KEYS:
+        slope = within_prompt_slope([r[k] for r in ok], [r["n_tokens"] for r in ok], [r["prompt_id"] for r in ok])
+        moved = {pid: v - slope * (aligned["length"][pid] - base["length"].get(pid, np.nan))
+                 for pid, v in aligned[k].items()}
+        out[k] = {"slope_per_token": slope, **paired_difference(base[k], moved, n_boot, seed)}
+    return out
+
+
 def _side_rows(sub: RunDir, responses, embed) -> list[dict]:  # noqa: ANN001
     """The side's scored responses joined with their token counts and relevance to the prompt."""
     from udasa_ray.parts import read_parts
@@ -92,6 +108,7 @@ def heldout_check(cfg: Config, run: RunDir, aligned: str, aligned_hash: str, for
                   ) -> dict[str, Any] | None:
     """Generate and score held-out answers of the base and the aligned policy (`aligned_hash`:
     what it was trained with); None if no prompt was held out (data.heldout_prompts: 0)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from udasa_ray.generate.pipeline import generate_subrun
@@ -102,7 +119,7 @@ def heldout_check(cfg: Config, run: RunDir, aligned: str, aligned_hash: str, for
         return None
     heldout = pq.read_table(run / "heldout.parquet").to_pylist()
     embed = Embedder(cfg.scoring.semantic.model, cfg.models.cache_dir)
-    sides = {}
+    rows, sides = {}, {}
     for side, policy in (("base", cfg.models.policy), ("aligned", aligned)):
         sub = RunDir(run / "heldout" / side)
         gcfg = dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, policy=policy))
@@ -110,12 +127,26 @@ def heldout_check(cfg: Config, run: RunDir, aligned: str, aligned_hash: str, for
         # Scored with the run's own config: a policy_judge scorer stays the base policy on both sides.
         sub.run_stage("score", cfg, ghash + cfg.section_hash("scoring"),
                       lambda resume, s=sub: score(cfg, s, resume), ["scores"], force)
-        sides[side] = per_prompt(_side_rows(sub, responses, embed), cfg.scoring.unsafe_threshold)
+        rows[side] = _side_rows(sub, responses, embed)
+        sides[side] = per_prompt(rows[side], cfg.scoring.unsafe_threshold)
     result: dict[str, Any] = {"prompts": len(heldout), "responses_per_prompt": cfg.generation.n,
                               **compare(sides["base"], sides["aligned"], cfg.eval.bootstrap, cfg.data.seed)}
     result["delta"] = {m: result["paired"][m]["mean"] for m in METRICS}
+    result["length_matched"] = length_matched(rows["base"] + rows["aligned"], sides["base"], sides["aligned"],
+                                              cfg.eval.bootstrap, cfg.data.seed)
     (run / "heldout" / "summary.json").write_text(json.dumps(result, indent=2))
+    pq.write_table(pa.Table.from_pylist([{"side": side, "prompt_id": pid, **{m: sides[side][m][pid] for m in METRICS}}
+                                         for side in sides for pid in sides[side]["U"]]),
+                   run / "heldout" / "per_prompt.parquet")
     return result
+
+
+def read_per_prompt(run: RunDir, side: str) -> dict[str, dict[str, float]]:
+    """One side of a finished check, as per_prompt() gave it: to compare two runs' policies."""
+    import pyarrow.parquet as pq
+
+    rows = [r for r in pq.read_table(run / "heldout" / "per_prompt.parquet").to_pylist() if r["side"] == side]
+    return {m: {r["prompt_id"]: r[m] for r in rows} for m in METRICS}
 
 
 def format_check(result: dict[str, Any]) -> str:
@@ -125,4 +156,7 @@ def format_check(result: dict[str, Any]) -> str:
         d = result["paired"][m]
         ci = f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
         rows.append(f"{m:13}{result['base'][m]:>9.4f}{result['aligned'][m]:>9.4f}{ci:>34}{d['p']:>8.3f}")
+    for k, d in result.get("length_matched", {}).items():
+        ci = f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
+        rows.append(f"{k + ' @len':13}{'':>18}{ci:>34}{d['p']:>8.3f}")
     return "\n".join(rows)
