@@ -55,8 +55,9 @@ def main() -> int:
     budget = sum(s["planned_steps"] for s in trained["stages"])
     t = cfg.train
     peak = f"train.lora.lr_stage1={t.lora.lr}" if t.lora.enabled else f"train.lr_stage1={t.lr}"
-    # Same epochs: all pairs in one stage give at least the steps the stages had together, so the cap binds.
-    one_cfg = load_config([*args.config, ONE_SHOT], [*args.overrides, f"train.max_steps_per_stage={budget}", peak])
+    # Epochs enough that the step cap, not the data, ends the stage (stages round their steps up each).
+    one_cfg = load_config([*args.config, ONE_SHOT], [*args.overrides, f"train.max_steps_per_stage={budget}",
+                                                      f"train.epochs_per_stage={float(budget)}", peak])
     one = RunDir(Path(args.out or f"{curriculum.path}-oneshot"))
     for name in SHARED:
         src, dst = curriculum / name, one / name

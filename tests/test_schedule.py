@@ -69,3 +69,14 @@ def test_dpo_rows_follow_the_generation_frame():
     alpaca = dpo_rows([pair], "alpaca", None)[0]
     assert alpaca["prompt"].endswith("### Instruction:\nName a colour.\n\n### Response:\n")
     assert (alpaca["chosen"], alpaca["rejected"]) == ("Blue.", "No.")
+
+
+def test_budget_subset_keeps_what_the_step_cap_trains():
+    from udasa_ray.train.data import budget_subset
+
+    pairs = [{"prompt_id": f"p{i}", "i": i} for i in range(50)]
+    sub = budget_subset(pairs, 12, seed=3)
+    assert len(sub) == 12 and [p["i"] for p in sub] == sorted(p["i"] for p in sub)  # input order kept
+    assert sub == budget_subset(list(reversed(pairs)), 12, seed=3)[::-1]  # chosen by id, not position
+    assert sub != budget_subset(pairs, 12, seed=4) and sub[:5] != pairs[:5]
+    assert budget_subset(pairs, 50, 3) is pairs and budget_subset(pairs, 80, 3) is pairs

@@ -26,3 +26,15 @@ def eval_split(prompt_ids: list[str], fraction: float, seed: int) -> set[str]:
     k = min(len(prompt_ids) - 1, max(1, round(fraction * len(prompt_ids))))
     ranked = sorted(prompt_ids, key=lambda pid: hashlib.sha256(f"eval:{seed}:{pid}".encode()).hexdigest())
     return set(ranked[:k])
+
+
+def budget_subset(pairs: list[dict], n: int, seed: int) -> list[dict]:
+    """The `n` pairs a capped stage trains on (all when it covers them), a seeded draw by prompt id
+    kept in input order. TRL precomputes reference log-probs for the whole dataset, so handing it
+    pairs that the step cap never reaches only costs time (871 pairs for 80 trained: 8 minutes
+    on a 2-core CPU)."""
+    if n >= len(pairs):
+        return pairs
+    ranked = sorted(pairs, key=lambda p: hashlib.sha256(f"budget:{seed}:{p['prompt_id']}".encode()).hexdigest())
+    keep = {id(p) for p in ranked[:n]}
+    return [p for p in pairs if id(p) in keep]

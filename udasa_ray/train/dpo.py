@@ -209,7 +209,8 @@ def run_stage(c: dict[str, Any]) -> dict[str, Any]:
                "stopped_early": log.reason, "best_step": log.best_step,
                "best_eval_loss": log.stop.best if evaluation is not None else None,
                "best_eval_reward_accuracy": log.best_accuracy,
-               "train_pairs": len(train), "eval_pairs": len(evaluation or []),
+               "train_pairs": len(train), "stage_pairs": c.get("stage_pairs", len(train)),
+               "eval_pairs": len(evaluation or []),
                "beta": c["beta"], "peak_lr": c["peak_lr"], "seconds": round(seconds, 1), "world_size": args.world_size,
                "bf16": args.bf16, "zero_stage": zero, "lora_r": c["lora"]["r"] if c.get("lora") else None,
                "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from udasa_ray.config import Config
 from udasa_ray.models import resolve
 from udasa_ray.runs import RunDir
-from udasa_ray.train.data import dpo_rows, eval_split
+from udasa_ray.train.data import budget_subset, dpo_rows, eval_split
 from udasa_ray.train.schedule import phases, stage_peak, stage_steps
 
 
@@ -41,6 +41,9 @@ def worker_config(cfg: Config, run: RunDir, stage: dict, index: int, last: bool,
     train = [p for p in pairs if p["prompt_id"] not in eval_ids]
     if not train:
         raise RuntimeError(f"stage {stage['stage']} ({stage['name']}): all {len(pairs)} pairs are in the eval split")
+    batch = t.batch_size * t.grad_accum * t.num_workers
+    steps = stage_steps(len(train), batch, t.max_steps_per_stage, t.epochs_per_stage)
+    stage_pairs, train = len(train), budget_subset(train, steps * batch, t.seed + stage["stage"])
     train_file = work / f"stage_{stage['stage']}_train.parquet"
     pq.write_table(pa.Table.from_pylist(dpo_rows(train, g.prompt_template, g.system_prompt)), train_file)
     eval_file = None
@@ -49,12 +52,10 @@ def worker_config(cfg: Config, run: RunDir, stage: dict, index: int, last: bool,
                       if p["prompt_id"] in eval_ids]
         eval_file = work / "eval.parquet"
         pq.write_table(pa.Table.from_pylist(dpo_rows(eval_pairs, g.prompt_template, g.system_prompt)), eval_file)
-    steps = stage_steps(len(train), t.batch_size * t.grad_accum * t.num_workers, t.max_steps_per_stage,
-                        t.epochs_per_stage)
     warmup, decay = phases(steps, t.warmup_steps, t.decay_steps)
     lr1, lr = (t.lora.lr_stage1, t.lora.lr) if t.lora.enabled else (t.lr_stage1, t.lr)
     return {
-        "stage": stage["stage"], "name": stage["name"], "start": start,
+        "stage": stage["stage"], "name": stage["name"], "start": start, "stage_pairs": stage_pairs,
         "ref": base if t.reference == "initial" else start,
         "train_file": str(train_file), "eval_file": str(eval_file) if eval_file else None, "work_dir": str(work),
         "steps": steps, "warmup": warmup, "decay": decay, "peak_lr": stage_peak(index, lr1, lr),
