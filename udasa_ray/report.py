@@ -109,6 +109,9 @@ def _training(run: RunDir, out) -> list[str]:
         for m, d in c["paired"].items():
             lines.append(f"| {m} | {c['base'][m]:.4f} | {c['aligned'][m]:.4f} | "
                          f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] | {d['p']:.3g} |")
+        for k, d in c.get("length_matched", {}).items():  # aligned moved back to the base's length
+            lines.append(f"| {k} at matched length | | | {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] | "
+                         f"{d['p']:.3g} |")
     return lines
 
 
