@@ -79,7 +79,7 @@ def main() -> int:
     for m in METRICS:
         d = result["paired"][m]
         ci = f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
-        print(f"{m:13}{result['curriculum'][m]:>11.4f}{result['one_shot'][m]:>10.4f}{ci:>34}{d['p']:>8.3f}")
+        print(f"{m:13}{result['curriculum'][m]:>11.4f}{result['one_shot'][m]:>10.4f}{ci:>34}{d['p']:>8.2g}")
     if args.eval:
         runs = {"vanilla": one / "vanilla", "one-shot": one, "three-stage": curriculum}
         evaluate_model(cfg, cfg.models.policy, runs["vanilla"] / "eval", "vanilla")

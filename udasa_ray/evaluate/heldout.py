@@ -155,8 +155,8 @@ def format_check(result: dict[str, Any]) -> str:
     for m in METRICS:
         d = result["paired"][m]
         ci = f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
-        rows.append(f"{m:13}{result['base'][m]:>9.4f}{result['aligned'][m]:>9.4f}{ci:>34}{d['p']:>8.3f}")
+        rows.append(f"{m:13}{result['base'][m]:>9.4f}{result['aligned'][m]:>9.4f}{ci:>34}{d['p']:>8.2g}")
     for k, d in result.get("length_matched", {}).items():
         ci = f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
-        rows.append(f"{k + ' @len':13}{'':>18}{ci:>34}{d['p']:>8.3f}")
+        rows.append(f"{k + ' @len':13}{'':>18}{ci:>34}{d['p']:>8.2g}")
     return "\n".join(rows)
