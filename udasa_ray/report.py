@@ -125,7 +125,7 @@ def _length(run: RunDir, scores) -> list[str]:  # noqa: ANN001
     if not resp.num_rows:
         return []
     n_tokens = {(r["prompt_id"], r["sample_idx"]): r["n_tokens"] for r in resp.select(
-        ["prompt_id", "sample_idx", "n_tokens"]).to_pylist()}
+        ["prompt_id", "sample_idx", "n_tokens"]).to_pylist() if r["n_tokens"] is not None}
     rows = scores.select(["prompt_id", "sample_idx", "U", "u_sem", "u_fact", "u_val"]).to_pylist()
     length = [n_tokens.get((r["prompt_id"], r["sample_idx"]), float("nan")) for r in rows]
     groups = [r["prompt_id"] for r in rows]
@@ -141,7 +141,8 @@ def _length(run: RunDir, scores) -> list[str]:  # noqa: ANN001
     lines += ["", f"{capped} of {resp.num_rows} responses stopped at `generation.max_new_tokens`."]
     if (run / "pairs" / "pairs.parquet").exists():
         pairs = pq.read_table(run / "pairs" / "pairs.parquet").to_pylist()
-        if pairs and "chosen_idx" in pairs[0]:
+        if pairs and all((p["prompt_id"], p.get(f"{side}_idx")) in n_tokens for p in pairs for side in
+                         ("chosen", "rejected")):
             share = chosen_shorter(pairs, n_tokens)
             lines += ["", "Share of pairs whose chosen answer is the shorter one (0.5: length does not decide): "
                       + ", ".join(f"{k} {v:.2f}" for k, v in share.items()) + "."]

@@ -32,10 +32,11 @@ def length_correlation(u: Sequence[float], length: Sequence[float], groups: Sequ
     from scipy.stats import spearmanr
 
     u, length, groups = _finite(u, length, groups)
-    if len(u) < 3:
-        return {"all": float("nan"), "within": float("nan"), "responses": len(u)}
-    within = spearmanr(_centred(u, groups), _centred(length, groups)).statistic
-    return {"all": float(spearmanr(u, length).statistic), "within": float(within), "responses": int(len(u))}
+    def rho(a: np.ndarray, b: np.ndarray) -> float:  # undefined (NaN) when either side is constant
+        return float(spearmanr(a, b).statistic) if len(a) >= 3 and np.ptp(a) > 0 and np.ptp(b) > 0 else float("nan")
+
+    return {"all": rho(u, length), "within": rho(_centred(u, groups), _centred(length, groups)),
+            "responses": int(len(u))}
 
 
 def within_prompt_slope(u: Sequence[float], length: Sequence[float], groups: Sequence[str]) -> float:
