@@ -81,7 +81,7 @@ def main() -> int:
         ci = f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
         print(f"{m:13}{result['curriculum'][m]:>11.4f}{result['one_shot'][m]:>10.4f}{ci:>34}{d['p']:>8.2g}")
     if args.eval:
-        runs = {"vanilla": one / "vanilla", "one-shot": one, "three-stage": curriculum}
+        runs = {"vanilla": one / "vanilla", "one-shot": one.path, "three-stage": curriculum.path}
         evaluate_model(cfg, cfg.models.policy, runs["vanilla"] / "eval", "vanilla")
         evaluate_model(one_cfg, one_trained["aligned"], one / "eval", "one-shot", one_trained["aligned_hash"])
         evaluate_model(cfg, trained["aligned"], curriculum / "eval", "three-stage", trained["aligned_hash"])

@@ -67,7 +67,8 @@ def test_curriculum_vs_oneshot_shares_the_run_and_the_step_budget(tmp_path, mode
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
     r = subprocess.run([sys.executable, str(ROOT / "jobs" / "curriculum_vs_oneshot.py"), "--config", cfg,
-                        "--run-dir", str(tmp_path / "run"), *common], env=env, capture_output=True, text=True,
+                        "--run-dir", str(tmp_path / "run"), "--eval", *common, "eval.limit=1", "eval.samples=1",
+                        "eval.max_new_tokens=4", "eval.bootstrap=100"], env=env, capture_output=True, text=True,
                        timeout=580)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     import json
@@ -84,3 +85,6 @@ def test_curriculum_vs_oneshot_shares_the_run_and_the_step_budget(tmp_path, mode
     result = json.loads((one / "heldout" / "vs_curriculum.json").read_text())
     assert result["budget_steps"] == budget and result["paired"]["U"]["prompts"] == 2
     assert "one-shot − curriculum" in r.stdout
+    # --eval: the three policies on the four tasks, side by side.
+    table = (one / "compare" / "compare.md").read_text()
+    assert all(f"| {m} |" in table for m in ("vanilla", "one-shot", "three-stage"))
