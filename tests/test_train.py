@@ -181,3 +181,24 @@ def test_lora_stage_on_ray_train_merges_into_a_full_checkpoint(tmp_path, model_c
 
     model = AutoModelForCausalLM.from_pretrained(summary["aligned"])
     assert not any("lora" in n for n, _ in model.named_parameters())
+
+
+@pytest.mark.timeout(600)
+def test_lora_under_deepspeed_zero2_on_cpu(tmp_path, model_cache, ray_local):
+    import torch
+    from safetensors.torch import load_file
+
+    from udasa_ray.train.phased import train
+
+    run = pairs_run(tmp_path / "run", [4])
+    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml",
+                      [*FAST, "train.eval_fraction=0", "train.max_steps_per_stage=2", "train.deepspeed.zero_stage=2",
+                       "train.lora.enabled=true", "train.lora.r=2", "train.lora.lr_stage1=1e-3",
+                       f"models.cache_dir={model_cache}"])
+    (stage,) = train(cfg, run)["stages"]
+    assert stage["zero_stage"] == 2 and stage["lora_r"] == 2 and stage["steps"] == 2
+    base = load_file(Path(train(cfg, run)["base"]) / "model.safetensors")  # a rerun: skipped, same summary
+    merged = load_file(run / "train" / "stage_1" / "model.safetensors")
+    assert set(merged) == set(base) and not (run / "train" / "stage_1" / "adapter_config.json").exists()
+    moved = {k for k in base if not torch.equal(base[k], merged[k])}
+    assert moved and all(k.endswith("_proj.weight") for k in moved)  # only LoRA targets changed
