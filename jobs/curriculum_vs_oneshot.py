@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # importable fr
 from udasa_ray import stages
 from udasa_ray.config import ConfigError, load_config
 from udasa_ray.evaluate.compare import compare as compare_evals
-from udasa_ray.evaluate.heldout import METRICS, compare, read_per_prompt
+from udasa_ray.evaluate.heldout import compare, format_check, read_per_prompt
 from udasa_ray.evaluate.run import evaluate_model
 from udasa_ray.runs import RunDir
 
@@ -72,14 +72,11 @@ def main() -> int:
 
     result = compare(read_per_prompt(curriculum, "aligned"), read_per_prompt(one, "aligned"), cfg.eval.bootstrap,
                      cfg.data.seed)
-    result = {"budget_steps": budget, "curriculum": result.pop("base"), "one_shot": result.pop("aligned"), **result}
-    (one / "heldout" / "vs_curriculum.json").write_text(json.dumps(result, indent=2))
-    print(f"[compare] held-out prompts, one-shot − curriculum, paired by prompt (lower U is better):\n"
-          f"{'':13}{'curriculum':>11}{'one-shot':>10}{'Δ [95% CI]':>34}{'p':>8}")
-    for m in METRICS:
-        d = result["paired"][m]
-        ci = f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
-        print(f"{m:13}{result['curriculum'][m]:>11.4f}{result['one_shot'][m]:>10.4f}{ci:>34}{d['p']:>8.2g}")
+    print("[compare] held-out prompts, one-shot − curriculum, paired by prompt (lower U is better):\n"
+          + format_check(result, ("curriculum", "one-shot")))
+    (one / "heldout" / "vs_curriculum.json").write_text(json.dumps(
+        {"budget_steps": budget, "curriculum": result["base"], "one_shot": result["aligned"],
+         "paired": result["paired"]}, indent=2))
     if args.eval:
         runs = {"vanilla": one / "vanilla", "one-shot": one.path, "three-stage": curriculum.path}
         evaluate_model(cfg, cfg.models.policy, runs["vanilla"] / "eval", "vanilla")

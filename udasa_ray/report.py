@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 
+from udasa_ray.evaluate.heldout import interval
 from udasa_ray.parts import read_parts
 from udasa_ray.runs import RunDir
 from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA
@@ -108,10 +109,9 @@ def _training(run: RunDir, out) -> list[str]:
                   "| metric | base | aligned | Δ [95% CI] | p |", "|---|---|---|---|---|"]
         for m, d in c["paired"].items():
             lines.append(f"| {m} | {c['base'][m]:.4f} | {c['aligned'][m]:.4f} | "
-                         f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] | {d['p']:.3g} |")
+                         f"{interval(d)} | {d['p']:.3g} |")
         for k, d in c.get("length_matched", {}).items():  # aligned moved back to the base's length
-            lines.append(f"| {k} at matched length | | | {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] | "
-                         f"{d['p']:.3g} |")
+            lines.append(f"| {k} at matched length | | | {interval(d)} | {d['p']:.3g} |")
     return lines
 
 

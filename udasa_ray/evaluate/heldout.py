@@ -34,6 +34,10 @@ def _normalise(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def _valid(r: dict) -> bool:
+    return not r.get("error") and r["U"] is not None and bool(np.isfinite(r["U"]))
+
+
 def per_prompt(rows: list[dict], unsafe_threshold: float) -> dict[str, dict[str, float]]:
     """metric -> prompt_id -> the metric over that prompt's valid responses (rows carry U, u_*,
     n_tokens, response, relevance and error). A prompt with no valid response gets NaN."""
@@ -42,7 +46,7 @@ def per_prompt(rows: list[dict], unsafe_threshold: float) -> dict[str, dict[str,
         groups.setdefault(r["prompt_id"], []).append(r)
     out: dict[str, dict[str, float]] = {m: {} for m in METRICS}
     for pid, rs in groups.items():
-        ok = [r for r in rs if not r.get("error") and r["U"] is not None and np.isfinite(r["U"])]
+        ok = [r for r in rs if _valid(r)]
         values: dict[str, float] = {m: float("nan") for m in METRICS}
         if ok:
             for k in KEYS:
@@ -75,7 +79,7 @@ def length_matched(rows: list[dict], base: dict[str, dict[str, float]], aligned:
     """The paired differences of U and each u at the base's length: each prompt's aligned value
     minus slope × (its length change), the slope being u's within-prompt trend per token over both
     sides' responses. If shorter answers explain a lower U, this difference shrinks towards 0."""
-    ok = [r for r in rows if not r.get("error") and r["U"] is not None and np.isfinite(r["U"])]
+    ok = [r for r in rows if _valid(r)]
     out: dict[str, Any] = {}
     for k in KEYS:
         slope = within_prompt_slope([r[k] for r in ok], [r["n_tokens"] for r in ok], [r["prompt_id"] for r in ok])
@@ -131,7 +135,6 @@ def heldout_check(cfg: Config, run: RunDir, aligned: str, aligned_hash: str, for
         sides[side] = per_prompt(rows[side], cfg.scoring.unsafe_threshold)
     result: dict[str, Any] = {"prompts": len(heldout), "responses_per_prompt": cfg.generation.n,
                               **compare(sides["base"], sides["aligned"], cfg.eval.bootstrap, cfg.data.seed)}
-    result["delta"] = {m: result["paired"][m]["mean"] for m in METRICS}
     result["length_matched"] = length_matched(rows["base"] + rows["aligned"], sides["base"], sides["aligned"],
                                               cfg.eval.bootstrap, cfg.data.seed)
     (run / "heldout" / "summary.json").write_text(json.dumps(result, indent=2))
@@ -149,14 +152,17 @@ def read_per_prompt(run: RunDir, side: str) -> dict[str, dict[str, float]]:
     return {m: {r["prompt_id"]: r[m] for r in rows} for m in METRICS}
 
 
-def format_check(result: dict[str, Any]) -> str:
-    """One row per metric: base, aligned, the paired difference with its interval, and p."""
-    rows = [f"{'':13}{'base':>9}{'aligned':>9}{'Δ (aligned − base) [95% CI]':>34}{'p':>8}"]
+def interval(d: dict[str, float]) -> str:
+    """A paired difference as `mean [lo, hi]`."""
+    return f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
+
+
+def format_check(result: dict[str, Any], names: tuple[str, str] = ("base", "aligned")) -> str:
+    """One row per metric: both sides, the paired difference with its interval, and p."""
+    rows = [f"{'':13}{names[0]:>11}{names[1]:>11}{'Δ [95% CI]':>34}{'p':>8}"]
     for m in METRICS:
         d = result["paired"][m]
-        ci = f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
-        rows.append(f"{m:13}{result['base'][m]:>9.4f}{result['aligned'][m]:>9.4f}{ci:>34}{d['p']:>8.2g}")
+        rows.append(f"{m:13}{result['base'][m]:>11.4f}{result['aligned'][m]:>11.4f}{interval(d):>34}{d['p']:>8.2g}")
     for k, d in result.get("length_matched", {}).items():
-        ci = f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
-        rows.append(f"{k + ' @len':13}{'':>18}{ci:>34}{d['p']:>8.2g}")
+        rows.append(f"{k + ' @len':13}{'':>22}{interval(d):>34}{d['p']:>8.2g}")
     return "\n".join(rows)
