@@ -89,9 +89,9 @@ def main() -> int:
              "reward_saturation": t.reward_saturation, "dtype": t.dtype, "seed": 0,
              "threads": max(1, int(t.cpus_per_worker)), "deepspeed": None, "gradient_checkpointing": False}
         plain_s = plain_trl(c, base, tmp)
-        from udasa_ray.train.dpo import run_stage
+        from udasa_ray.train.dpo import train_stage
 
-        local = run_stage({**c, "output_dir": str(Path(tmp) / "local")})  # same trainer, no Ray
+        local = train_stage({**c, "output_dir": str(Path(tmp) / "local")})  # same trainer, no Ray
         init_ray(cfg.ray)
         t0 = time.perf_counter()
         ours = fit_stage(cfg, c, Path(tmp) / "ours", Path(tmp) / "ray")

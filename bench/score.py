@@ -22,7 +22,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import pyarrow as pa  # noqa: E402
 
-from udasa_ray import stages  # noqa: E402
+from udasa_ray import steps  # noqa: E402
 from udasa_ray.config import load_config  # noqa: E402
 from udasa_ray.generate.pipeline import read_responses  # noqa: E402
 from udasa_ray.runs import RunDir  # noqa: E402
@@ -43,7 +43,7 @@ def main() -> None:
     p.add_argument("--run-dir", default="runs/tiny-cpu")
     a = p.parse_args()
     src = RunDir(a.run_dir)
-    gen = src.stage("generate").get("stats")
+    gen = src.step("generate").get("stats")
     if not gen:
         raise SystemExit(f"{a.run_dir} has no finished generation: run `make run` first")
     gen_rate = gen["generated_this_run"] / gen["seconds"]
@@ -59,11 +59,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         run = RunDir(d)
         shutil.copytree(src / "responses", run / "responses")
-        run.manifest_path.write_text(json.dumps({"stages": {k: src.stage(k) for k in ("ingest", "generate")}}))
+        run.manifest_path.write_text(json.dumps({"steps": {k: src.step(k) for k in ("ingest", "generate")}}))
         from udasa_ray.ray_utils import init_ray
 
         init_ray(cfg.ray)
-        st = stages.score_stage(cfg, run)
+        st = steps.score_step(cfg, run)
     rows[f"Ray Data scoring stage, all three ({cfg.scoring.factual.mode}), incl. actor start"] = (
         st["responses"] / st["seconds"])
     n = sum(len(g["response"]) for g in groups)

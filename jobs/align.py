@@ -13,12 +13,12 @@ from pathlib import Path
 # from a plain checkout (as `ray job submit --working-dir .` ships it), installed or not.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from udasa_ray import stages
+from udasa_ray import steps
 from udasa_ray.config import ConfigError, load_config
 from udasa_ray.data.ingest import IngestError
 from udasa_ray.models import ModelNotAvailable
 from udasa_ray.report import write_report
-from udasa_ray.runs import RunDir
+from udasa_ray.runs import RunDir, StepMissing
 
 
 def main() -> int:
@@ -36,15 +36,15 @@ def main() -> int:
         return 2
     run = RunDir(args.run_dir or Path("runs") / "-".join(Path(c).stem for c in args.config))
     try:
-        stages.ingest_stage(cfg, run)
+        steps.ingest_step(cfg, run)
         if cfg.pairs.method != "rlcd":  # RLCD pairs come from their own contrastive generations
-            stages.generate_stage(cfg, run)
+            steps.generate_step(cfg, run)
         if cfg.pairs.method == "udasa":
-            stages.score_stage(cfg, run)
-        stages.pairs_stage(cfg, run)
-        trained = stages.train_stage(cfg, run)
-        stages.check_stage(cfg, run)
-    except (IngestError, ModelNotAvailable, stages.StageMissing) as e:
+            steps.score_step(cfg, run)
+        steps.pairs_step(cfg, run)
+        trained = steps.train_step(cfg, run)
+        steps.check_step(cfg, run)
+    except (IngestError, ModelNotAvailable, StepMissing) as e:
         print(f"align: error: {e}", file=sys.stderr)
         return 1
     report = write_report(run)

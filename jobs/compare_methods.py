@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # importable from a plain checkout
 
-from udasa_ray import stages
+from udasa_ray import steps
 from udasa_ray.config import ConfigError, load_config
 from udasa_ray.evaluate.compare import compare
 from udasa_ray.evaluate.run import evaluate_model, format_summary
@@ -41,11 +41,11 @@ def main() -> int:
         return 2
     out = Path(args.out)
     shared = RunDir(out / "shared")
-    stages.ingest_stage(base, shared)
+    steps.ingest_step(base, shared)
     if any(c.pairs.method in ("udasa", "rlaif") for m, c in cfgs.items() if m != "vanilla"):
-        stages.generate_stage(base, shared)
+        steps.generate_step(base, shared)
     if any(c.pairs.method == "udasa" for m, c in cfgs.items() if m != "vanilla"):
-        stages.score_stage(base, shared)
+        steps.score_step(base, shared)
     for method, cfg in cfgs.items():
         print(f"\n=== {method} ===")
         if method == "vanilla":
@@ -56,8 +56,8 @@ def main() -> int:
                 src, dst = shared / name, run / name
                 if src.exists() and not dst.exists():
                     (shutil.copytree if src.is_dir() else shutil.copyfile)(src, dst)
-            stages.pairs_stage(cfg, run)
-            trained = stages.train_stage(cfg, run)
+            steps.pairs_step(cfg, run)
+            trained = steps.train_step(cfg, run)
             write_report(run)
             summary = evaluate_model(cfg, trained["aligned"], run / "eval", method, trained["aligned_hash"])
         print(f"[eval] {method}:\n{format_summary(summary)}")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # importable from a plain checkout
 
-from udasa_ray import stages
+from udasa_ray import steps
 from udasa_ray.config import ConfigError, load_config
 from udasa_ray.evaluate.compare import compare as compare_evals
 from udasa_ray.evaluate.heldout import compare, format_check, read_per_prompt
@@ -66,9 +66,9 @@ def main() -> int:
             (shutil.copytree if src.is_dir() else shutil.copyfile)(src, dst)
     print(f"[one-shot] all pairs in one stage, at most {budget} steps (the curriculum's planned total), "
           f"{peak.split('=')[0]}={peak.split('=')[1]}")
-    stages.pairs_stage(one_cfg, one)
-    one_trained = stages.train_stage(one_cfg, one)
-    stages.check_stage(one_cfg, one)
+    steps.pairs_step(one_cfg, one)
+    one_trained = steps.train_step(one_cfg, one)
+    steps.check_step(one_cfg, one)
 
     result = compare(read_per_prompt(curriculum, "aligned"), read_per_prompt(one, "aligned"), cfg.eval.bootstrap,
                      cfg.data.seed)

@@ -11,11 +11,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # importable from a plain checkout
 
-from udasa_ray import stages
+from udasa_ray import steps
 from udasa_ray.config import ConfigError, load_config
 from udasa_ray.data.ingest import IngestError
 from udasa_ray.models import ModelNotAvailable
-from udasa_ray.runs import RunDir
+from udasa_ray.runs import RunDir, StepMissing
+from udasa_ray.tune.sweep import sweep
 
 
 def main() -> int:
@@ -33,11 +34,11 @@ def main() -> int:
         return 2
     run = RunDir(args.run_dir or Path("runs") / Path(args.config[0]).stem)
     try:
-        stages.ingest_stage(cfg, run)
-        stages.generate_stage(cfg, run)
-        stages.score_stage(cfg, run)
-        result = stages.tune_stage(cfg, run, args.fresh)
-    except (IngestError, ModelNotAvailable, stages.StageMissing, ConfigError) as e:
+        steps.ingest_step(cfg, run)
+        steps.generate_step(cfg, run)
+        steps.score_step(cfg, run)
+        result = sweep(cfg, run, args.fresh)
+    except (IngestError, ModelNotAvailable, StepMissing, ConfigError) as e:
         print(f"tune_thresholds: error: {e}", file=sys.stderr)
         return 1
     print(f"tune_thresholds: {result['finished']}/{result['trials']} trials finished; results in {run / 'tune'}"

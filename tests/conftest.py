@@ -31,13 +31,13 @@ def ray_local():
     ray.shutdown()
 
 
-def kill_after(run, stage: str, out: str, keep: int) -> int:
-    """Leave `run` as a kill after `keep` batches would: later part files gone, the stage still
+def kill_after(run, step: str, out: str, keep: int) -> int:
+    """Leave `run` as a kill after `keep` batches would: later part files gone, the step still
     marked running. Returns how many parts there were."""
     parts = sorted((run / out).glob("part-*.parquet"))
     for p in parts[keep:]:
         p.unlink()
     m = json.loads(run.manifest_path.read_text())
-    m["stages"][stage]["status"] = "running"
+    m["steps"][step]["status"] = "running"
     run.manifest_path.write_text(json.dumps(m))
     return len(parts)

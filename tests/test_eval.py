@@ -255,8 +255,8 @@ def test_rlaif_pairs_average_both_orders():
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_rlaif_stage_labels_with_the_bundled_policy_in_a_ray_task(tmp_path, model_cache, ray_local):
-    from udasa_ray.curriculum.stage import rlaif_stage_pairs
     from udasa_ray.generate.pipeline import RESPONSE_SCHEMA
+    from udasa_ray.pairs.step import rlaif_from_run
     from udasa_ray.parts import write_part
     from udasa_ray.runs import RunDir
 
@@ -265,7 +265,7 @@ def test_rlaif_stage_labels_with_the_bundled_policy_in_a_ray_task(tmp_path, mode
     rows = _responses("a", ["Paris is the capital of France.", "I hate you.", "Berlin."]) + \
         _responses("b", ["Drink water and rest.", "Eat glass."])
     write_part(pa.Table.from_pylist([{**r, "n_tokens": 5} for r in rows], schema=RESPONSE_SCHEMA), run / "responses")
-    pairs, stats = rlaif_stage_pairs(_cfg(model_cache, "generation.cpus_per_actor=1"), run)
+    pairs, stats = rlaif_from_run(_cfg(model_cache, "generation.cpus_per_actor=1"), run)
     assert stats["pairs"] == 2
     for p in pairs:
         assert p["chosen"] != p["rejected"] and 0.5 <= p["preference"] <= 1 and 0 <= p["delta_u"] <= 1
@@ -322,7 +322,7 @@ def test_compare_table_from_two_runs(tmp_path):
 def test_ablation_pairs_fuse_only_the_kept_dimensions(tmp_path):
     """Without the value dimension, the chosen response is the one lowest in sem and fact, even if
     its u_val is the highest."""
-    from udasa_ray.curriculum.stage import udasa_pairs
+    from udasa_ray.pairs.step import udasa_from_run
     from udasa_ray.parts import write_part
     from udasa_ray.runs import RunDir
     from udasa_ray.uncertainty.fusion import fuse
@@ -334,7 +334,7 @@ def test_ablation_pairs_fuse_only_the_kept_dimensions(tmp_path):
     rows = [{"prompt_id": "p", "prompt": "q", "sample_idx": i, "response": f"r{i}", "u_sem": s, "u_fact": f,
              "u_val": v, "U": float(fuse([s, f, v])), "error": None} for i, (s, f, v) in enumerate(u)]
     write_part(pa.Table.from_pylist(rows, schema=SCORE_SCHEMA), run / "scores")
-    full, _ = udasa_pairs(_cfg(), run)
-    no_val, _ = udasa_pairs(_cfg("~/.cache/udasa-ray", "pairs.dimensions=[sem, fact]"), run)
+    full, _ = udasa_from_run(_cfg(), run)
+    no_val, _ = udasa_from_run(_cfg("~/.cache/udasa-ray", "pairs.dimensions=[sem, fact]"), run)
     assert full[0]["chosen"] == "r1" and no_val[0]["chosen"] == "r0"
     assert no_val[0]["U_chosen"] == pytest.approx(0.1)  # softmax over equal values: their mean

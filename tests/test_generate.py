@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import kill_after
 
-from udasa_ray import stages
+from udasa_ray import steps
 from udasa_ray.config import load_config
 from udasa_ray.generate.hf import SeededSampler
 from udasa_ray.generate.pipeline import read_responses
@@ -53,7 +53,7 @@ def _cfg(model_cache, *extra):
 def first_run(tmp_path_factory, model_cache, ray_local):
     run = RunDir(tmp_path_factory.mktemp("gen") / "run")
     cfg = _cfg(model_cache)
-    stages.generate_stage(cfg, run)
+    steps.generate_step(cfg, run)
     return cfg, run
 
 
@@ -78,7 +78,7 @@ def test_generates_exactly_n_per_prompt_from_the_real_model(first_run):
     assert any(w.lower() in common for r in t for w in re.findall(r"[A-Za-z]+", r["response"]))
     # The two samples of a prompt differ (distinct seeds), at least for one prompt.
     assert any(len({r["response"] for r in t if r["prompt_id"] == p["prompt_id"]}) == 2 for p in prompts)
-    assert run.stage("generate")["status"] == "done"
+    assert run.step("generate")["status"] == "done"
 
 
 def _responses(run):
@@ -89,10 +89,10 @@ def _responses(run):
 def test_same_seed_same_responses(first_run, tmp_path, model_cache):
     cfg, run = first_run
     again = RunDir(tmp_path / "again")
-    stages.generate_stage(cfg, again)
+    steps.generate_step(cfg, again)
     assert _responses(again) == _responses(run)
     reseeded = RunDir(tmp_path / "reseeded")
-    stages.generate_stage(_cfg(model_cache, "generation.seed=1"), reseeded)
+    steps.generate_step(_cfg(model_cache, "generation.seed=1"), reseeded)
     assert _responses(reseeded).keys() == _responses(run).keys()
     assert _responses(reseeded) != _responses(run)
 
@@ -101,18 +101,18 @@ def test_same_seed_same_responses(first_run, tmp_path, model_cache):
 def test_killed_run_resumes_only_missing_rows(tmp_path, model_cache, ray_local, capsys):
     run = RunDir(tmp_path / "resume")
     cfg = _cfg(model_cache, "generation.batch_size=1")  # one part file per response
-    stages.generate_stage(cfg, run)
+    steps.generate_step(cfg, run)
     before = _responses(run)
     assert kill_after(run, "generate", "responses", keep=2) == 4
     capsys.readouterr()
-    stats = stages.generate_stage(cfg, run)
+    stats = steps.generate_step(cfg, run)
     assert "resuming: 2 responses on disk, 2 to go" in capsys.readouterr().out
     assert stats["generated_this_run"] == 2 and stats["responses"] == 4
     assert _responses(run) == before
     # Finished with the same config: skipped; a changed config regenerates from scratch.
-    stages.generate_stage(cfg, run)
+    steps.generate_step(cfg, run)
     assert "skipped" in capsys.readouterr().out
-    stats = stages.generate_stage(_cfg(model_cache, "generation.batch_size=1", "generation.n=3"), run)
+    stats = steps.generate_step(_cfg(model_cache, "generation.batch_size=1", "generation.n=3"), run)
     assert stats["generated_this_run"] == 6 and stats["responses"] == 6
 
 
@@ -135,7 +135,7 @@ def test_sampler_head_shortcut_is_exact():
 def test_listwise_mode_parses_n_responses_or_records_why_not(tmp_path, model_cache, ray_local):
     run = RunDir(tmp_path / "listwise")
     cfg = _cfg(model_cache, "generation.mode=listwise", "generation.n=3", "generation.max_new_tokens=64")
-    stats = stages.generate_stage(cfg, run)
+    stats = steps.generate_step(cfg, run)
     rows = read_responses(run / "responses").to_pylist()
     assert len(rows) == 6 and stats["generated_this_run"] == 6
     for pid in {r["prompt_id"] for r in rows}:

@@ -158,19 +158,19 @@ def test_hf_dataset_offline_fails_clearly(monkeypatch):
 
 
 def test_reingesting_other_prompts_invalidates_generation(tmp_path):
-    from udasa_ray import stages
+    from udasa_ray import steps
     from udasa_ray.config import load_config
     from udasa_ray.runs import RunDir
 
     cfg, run = load_config(), RunDir(tmp_path / "run")
     (tmp_path / "a.jsonl").write_text('{"instruction": "a"}\n')
     (tmp_path / "b.jsonl").write_text('{"instruction": "b"}\n')
-    stages.ingest_stage(cfg, run, str(tmp_path / "a.jsonl"))
-    first = stages.generate_hash(cfg, run)
-    stages.ingest_stage(cfg, run, str(tmp_path / "a.jsonl"), force=True)
-    assert stages.generate_hash(cfg, run) == first
-    stages.ingest_stage(cfg, run, str(tmp_path / "b.jsonl"))
-    assert stages.generate_hash(cfg, run) != first
+    steps.ingest_step(cfg, run, str(tmp_path / "a.jsonl"))
+    first = steps.generate_hash(cfg, run)
+    steps.ingest_step(cfg, run, str(tmp_path / "a.jsonl"), force=True)
+    assert steps.generate_hash(cfg, run) == first
+    steps.ingest_step(cfg, run, str(tmp_path / "b.jsonl"))
+    assert steps.generate_hash(cfg, run) != first
 
 
 def test_heldout_split_is_disjoint_seeded_and_order_free(tmp_path):

@@ -74,14 +74,14 @@ def test_stage_loop_killed_in_stage_2_resumes_without_retraining_stage_1(tmp_pat
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(model_cache), start_new_session=True)
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
-        if run.stage("train_stage_2").get("status") == "running":
+        if run.step("train_stage_2").get("status") == "running":
             time.sleep(8)  # well inside stage 2: its Ray Train workers are up
             break
         time.sleep(1)
     assert proc.poll() is None, f"train exited before stage 2: {(tmp_path / 'first.log').read_text()[-3000:]}"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert run.stage("train_stage_1")["status"] == "done" and run.stage("train_stage_2")["status"] == "running"
+    assert run.step("train_stage_1")["status"] == "done" and run.step("train_stage_2")["status"] == "running"
     stage1 = run / "train" / "stage_1" / "model.safetensors"
     mtime = stage1.stat().st_mtime_ns
 
@@ -89,7 +89,7 @@ def test_stage_loop_killed_in_stage_2_resumes_without_retraining_stage_1(tmp_pat
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "[train_stage_1] already done" in out.stdout
     assert stage1.stat().st_mtime_ns == mtime  # not retrained
-    assert run.stage("train_stage_2")["status"] == "done"
+    assert run.step("train_stage_2")["status"] == "done"
 
     # The stages trained as planned: 16 pairs, 2 workers x batch 2 -> 4 steps, LR warm-up, peak, decay.
     summary = json.loads((run / "train" / "summary.json").read_text())

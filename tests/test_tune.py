@@ -16,10 +16,10 @@ import optuna
 import pyarrow as pa
 import pytest
 
-from udasa_ray.config import ConfigError, load_config, validate_sweep
+from udasa_ray.config import ConfigError, load_config
 from udasa_ray.data.ingest import ingest
 from udasa_ray.parts import write_part
-from udasa_ray.runs import RunDir
+from udasa_ray.runs import RunDir, StepMissing
 from udasa_ray.tune.space import grid_points, optuna_space, spread_thresholds, trial_name
 from udasa_ray.uncertainty.fusion import fuse
 from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA
@@ -54,7 +54,7 @@ def test_optuna_space_samples_only_valid_thresholds():
         study.tell(trial, 0.0)
 
 
-def test_tune_config_errors():
+def test_tune_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="tune.objective"):
         load_config(None, ["tune.objective=accuracy"])
     with pytest.raises(ConfigError, match="tune.stages"):
@@ -63,11 +63,17 @@ def test_tune_config_errors():
         load_config(None, ["tune.search=optuna", "tune.tau1=[0.3, 0.4, 0.5]"])
     assert load_config(None, ["tune.objective=eval:harmlessness"]).tune.objective == "eval:harmlessness"
     # what a sweep needs of other sections is checked when it starts, not for every run
-    cfg = load_config(None, ["train.eval_fraction=0"])
+    from udasa_ray.tune.sweep import check_preconditions
+
+    run = RunDir(tmp_path / "unscored")
     with pytest.raises(ConfigError, match="needs held-out pairs"):
-        validate_sweep(cfg)
+        check_preconditions(load_config(None, ["train.eval_fraction=0"]), run)
     with pytest.raises(ConfigError, match="data.heldout_prompts"):
-        validate_sweep(load_config(None, ["tune.objective=heldout_U", "tune.asha=false"]))
+        check_preconditions(load_config(None, ["tune.objective=heldout_U", "tune.asha=false"]), run)
+    with pytest.raises(ConfigError, match="pairs.method"):
+        check_preconditions(load_config(None, ["pairs.method=rlaif"]), run)
+    with pytest.raises(StepMissing, match="no finished 'score' step"):
+        check_preconditions(load_config(), run)
 
 
 def scored_run(path: Path, prompts: int = 16, n: int = 3) -> RunDir:
@@ -143,7 +149,7 @@ def test_interrupted_sweep_resumes(tmp_path, model_cache):
     k3 = RunDir(run / "tune" / "trials" / "k3_0.4_0.7")
     deadline = time.time() + 800
     while time.time() < deadline and proc.poll() is None:
-        if k3.manifest_path.exists() and k3.stage("train_stage_1").get("status") == "done":
+        if k3.manifest_path.exists() and k3.step("train_stage_1").get("status") == "done":
             break
         time.sleep(1)
     assert proc.poll() is None, (tmp_path / "first.log").read_text()[-4000:]

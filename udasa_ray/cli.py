@@ -1,41 +1,45 @@
-"""The `udasa` command: one subcommand per pipeline stage, each resumable over a run directory."""
+"""The `udasa` command: one subcommand per pipeline step, each resumable over a run directory,
+plus evaluation, comparison, reports and scorer validation. `COMMANDS` maps a name to its handler."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from udasa_ray.config import ConfigError, load_config
+from udasa_ray.config import Config, ConfigError, load_config
 from udasa_ray.data.ingest import IngestError
 from udasa_ray.models import ModelNotAvailable
-from udasa_ray.runs import RunDir
+from udasa_ray.runs import RunDir, StepMissing
 
 CONFIG_HELP = "YAML recipe, then overlays such as configs/methods/rlaif.yaml (repeatable; default: built-in)"
+# What a command may fail with that is the user's to fix: printed as one line, exit status 1.
+USER_ERRORS = (IngestError, ModelNotAvailable, StepMissing, ConfigError, FileNotFoundError)
+
+STEPS = {
+    "ingest": "read prompts: [INPUT] -> prompts.parquet + rejects.jsonl (INPUT: a file or hf:<dataset>; "
+              "default data.source)",
+    "generate": "sample N responses per prompt -> responses/",
+    "score": "semantic, factual and value uncertainty + fused U -> scores/",
+    "pairs": "preference pairs and the Δu curriculum split -> pairs/, stages/",
+    "train": "phased DPO on Ray Train, curriculum stage by stage -> train/stage_<k>/ (Hugging Face checkpoints)",
+    "check": "base vs aligned policy on the held-out prompts -> heldout/",
+    "tune": "Ray Tune over τ1 < τ2 and the number of stages on the run's scores -> tune/ "
+            "(resumes an interrupted sweep; --force starts afresh)",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="udasa", description="UDASA self-alignment on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
-
-    def stage(name: str, help: str) -> argparse.ArgumentParser:
+    for name, help in STEPS.items():
         s = sub.add_parser(name, help=help)
         s.add_argument("--config", action="append", help=CONFIG_HELP)
         s.add_argument("--run-dir", required=True, help="directory holding the run's artifacts")
-        s.add_argument("--force", action="store_true", help="redo the stage even if it finished")
+        s.add_argument("--force", action="store_true", help="redo the step even if it finished")
         s.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. generation.n=5")
-        return s
-
-    stage("ingest", "read prompts: [INPUT] -> prompts.parquet + rejects.jsonl (INPUT: a file or "
-          "hf:<dataset>; default data.source)")
-    stage("generate", "sample N responses per prompt -> responses/")
-    stage("score", "semantic, factual and value uncertainty + fused U -> scores/")
-    stage("pairs", "preference pairs and the Δu curriculum split -> pairs/, stages/")
-    stage("train", "phased DPO on Ray Train, stage by stage -> train/stage_<k>/ (Hugging Face checkpoints)")
-    stage("check", "base vs aligned policy on the held-out prompts -> heldout/")
-    stage("tune", "Ray Tune over τ1 < τ2 and the number of stages on the run's scores -> tune/ "
-          "(resumes an interrupted sweep; --force starts afresh)")
     ev = sub.add_parser("eval", help="one model on the four tasks (harmless, helpful, truthful, sentiment) -> "
                         "<out>/summary.json, metrics.parquet")
     ev.add_argument("--config", action="append", help=CONFIG_HELP)
@@ -57,79 +61,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    # Positionals may stand before and after options: argparse leaves the later ones over.
-    args, extra = parser.parse_known_args(argv)
-    unknown = [a for a in extra if a.startswith("-")]
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if args.command == "compare":
-        from udasa_ray.evaluate.compare import compare
+def _step(cfg: Config, args: argparse.Namespace) -> int:
+    from udasa_ray import steps
 
-        try:
-            print(f"compare: {compare(args.runs + extra, args.out)}")
-        except FileNotFoundError as e:
-            print(f"udasa: error: {e}", file=sys.stderr)
-            return 1
-        return 0
-    if extra and not hasattr(args, "overrides"):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.overrides = getattr(args, "overrides", []) + extra
-    # `ingest` takes an optional INPUT among the overrides: the one item that is not key=value.
-    args.input = None
-    if args.command == "ingest":
-        plain = [a for a in args.overrides if "=" not in a or Path(a).exists()]
-        if len(plain) > 1:
-            print(f"udasa: error: one INPUT at most, got {plain}", file=sys.stderr)
-            return 2
-        args.input = plain[0] if plain else None
-        args.overrides = [a for a in args.overrides if a not in plain]
-    try:
-        cfg = load_config(getattr(args, "config", None), getattr(args, "overrides", []))
-    except ConfigError as e:
-        print(f"udasa: config error: {e}", file=sys.stderr)
-        return 2
-    if args.command == "validate-scorers":
-        from udasa_ray.uncertainty.validate import run_validation
-
-        table = run_validation(cfg, args.data)
-        print(table)
-        if args.out:
-            Path(args.out).write_text(table + "\n")
-        return 0
-    if args.command == "eval":
-        return _eval(cfg, args)
     run = RunDir(args.run_dir)
-    if args.command == "report":
-        from udasa_ray.report import write_report
+    if args.command == "ingest":
+        steps.ingest_step(cfg, run, args.input, args.force)
+    elif args.command == "tune":
+        from udasa_ray.tune.sweep import sweep
 
-        print(f"report: {write_report(run)}")
-        return 0
-    from udasa_ray import stages
-
-    try:
-        if args.command == "ingest":
-            stages.ingest_stage(cfg, run, args.input, args.force)
-        elif args.command == "generate":
-            stages.generate_stage(cfg, run, args.force)
-        elif args.command == "score":
-            stages.score_stage(cfg, run, args.force)
-        elif args.command == "pairs":
-            stages.pairs_stage(cfg, run, args.force)
-        elif args.command == "train":
-            stages.train_stage(cfg, run, args.force)
-        elif args.command == "check":
-            stages.check_stage(cfg, run, args.force)
-        elif args.command == "tune":
-            stages.tune_stage(cfg, run, args.force)
-    except (IngestError, ModelNotAvailable, stages.StageMissing, ConfigError) as e:
-        print(f"udasa: error: {e}", file=sys.stderr)
-        return 1
+        sweep(cfg, run, fresh=args.force)
+    else:
+        getattr(steps, f"{args.command}_step")(cfg, run, args.force)
     return 0
 
 
-def _eval(cfg, args: argparse.Namespace) -> int:
+def _eval(cfg: Config, args: argparse.Namespace) -> int:
     from udasa_ray.evaluate.run import evaluate_model, format_summary
 
     trained = Path(args.model) / "train" / "summary.json"
@@ -139,13 +86,78 @@ def _eval(cfg, args: argparse.Namespace) -> int:
     else:
         name = Path(args.model.removeprefix("bundled:")).name
         model, salt, out, label = args.model, "", Path("runs") / "eval" / name, name
-    try:
-        summary = evaluate_model(cfg, model, Path(args.out) if args.out else out, args.label or label, salt, args.force)
-    except (IngestError, ModelNotAvailable) as e:
-        print(f"udasa: error: {e}", file=sys.stderr)
-        return 1
+    summary = evaluate_model(cfg, model, Path(args.out) if args.out else out, args.label or label, salt, args.force)
     print(f"[eval] {summary['label']} ({model}), judge {summary['judge']}:\n{format_summary(summary)}")
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from udasa_ray.evaluate.compare import compare
+
+    print(f"compare: {compare(args.runs, args.out)}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from udasa_ray.report import write_report
+
+    print(f"report: {write_report(RunDir(args.run_dir))}")
+    return 0
+
+
+def _validate_scorers(cfg: Config, args: argparse.Namespace) -> int:
+    from udasa_ray.uncertainty.validate import run_validation
+
+    table = run_validation(cfg, args.data)
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table + "\n")
+    return 0
+
+
+# name -> (handler, whether it takes a config); every pipeline step shares one handler.
+COMMANDS: dict[str, tuple[Callable[..., int], bool]] = {
+    **{name: (_step, True) for name in STEPS},
+    "eval": (_eval, True),
+    "validate-scorers": (_validate_scorers, True),
+    "compare": (_compare, False),
+    "report": (_report, False),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    # Positionals may stand before and after options: argparse leaves the later ones over.
+    args, extra = parser.parse_known_args(argv)
+    unknown = [a for a in extra if a.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    handler, takes_config = COMMANDS[args.command]
+    if args.command == "compare":
+        args.runs += extra
+    elif extra and not hasattr(args, "overrides"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if takes_config:
+        args.overrides = args.overrides + extra
+        # `ingest` takes an optional INPUT among the overrides: the one item that is not key=value.
+        args.input = None
+        if args.command == "ingest":
+            plain = [a for a in args.overrides if "=" not in a or Path(a).exists()]
+            if len(plain) > 1:
+                print(f"udasa: error: one INPUT at most, got {plain}", file=sys.stderr)
+                return 2
+            args.input = plain[0] if plain else None
+            args.overrides = [a for a in args.overrides if a not in plain]
+        try:
+            cfg = load_config(args.config, args.overrides)
+        except ConfigError as e:
+            print(f"udasa: config error: {e}", file=sys.stderr)
+            return 2
+    try:
+        return handler(cfg, args) if takes_config else handler(args)
+    except USER_ERRORS as e:
+        print(f"udasa: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

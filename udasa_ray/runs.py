@@ -1,11 +1,14 @@
-"""A run directory: every artifact between steps, plus a manifest of what finished with which config.
+"""A run directory: every artifact between pipeline steps, plus a manifest of which step finished
+with which config hash.
 
-A finished stage is skipped when rerun with the same config hash, so a crashed or extended
-pipeline picks up where it stopped; `--force` redoes a stage.
+A finished step is skipped when rerun with the same config hash, so a crashed or extended
+pipeline picks up where it stopped; `--force` redoes a step. A step's hash covers the config
+sections it reads and the hash of the step whose output it reads (`chain_hash`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,6 +18,22 @@ from pathlib import Path
 from typing import Any
 
 from udasa_ray.config import Config
+
+# Fields that only say where work runs: a run moved to another cluster keeps its finished steps.
+PLACEMENT_ONLY = [("generation", "actor_resources")]
+
+
+class StepMissing(RuntimeError):
+    """A step's input has not been produced yet."""
+
+
+def section_hash(cfg: Config, *sections: str) -> str:
+    """Hash of the named config sections: a step reruns only when what it reads changed."""
+    d = cfg.to_dict()
+    for section, key in PLACEMENT_ONLY:
+        d[section].pop(key)
+    blob = json.dumps({s: d[s] for s in sections}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 class RunDir:
@@ -28,23 +47,35 @@ class RunDir:
 
     def manifest(self) -> dict[str, Any]:
         if not self.manifest_path.exists():
-            return {"stages": {}}
-        return json.loads(self.manifest_path.read_text())
+            return {"steps": {}}
+        m = json.loads(self.manifest_path.read_text())
+        if "steps" not in m:  # runs made before 0.2 named them "stages"
+            m["steps"] = m.pop("stages", {})
+        return m
 
     def _write(self, m: dict[str, Any]) -> None:
         tmp = self.manifest_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(m, indent=2, sort_keys=True))
         os.replace(tmp, self.manifest_path)
 
-    def stage(self, name: str) -> dict[str, Any]:
-        return self.manifest()["stages"].get(name, {})
+    def step(self, name: str) -> dict[str, Any]:
+        return self.manifest()["steps"].get(name, {})
+
+    def require(self, name: str, command: str) -> None:
+        """Raise StepMissing unless step `name` finished; `command` is the `udasa` one that makes it."""
+        if self.step(name).get("status") != "done":
+            raise StepMissing(f"{self.path} has no finished '{name}' step: run `udasa {command}` first")
+
+    def chain_hash(self, own: str, upstream: str) -> str:
+        """A step's hash: its own config sections' hash plus the hash its input was made with."""
+        return hashlib.sha256((own + self.step(upstream)["config_hash"]).encode()).hexdigest()[:16]
 
     def _update(self, name: str, **fields: Any) -> None:
         m = self.manifest()
-        m["stages"].setdefault(name, {}).update(fields)
+        m["steps"].setdefault(name, {}).update(fields)
         self._write(m)
 
-    def run_stage(
+    def run_step(
         self,
         name: str,
         cfg: Config,
@@ -53,12 +84,12 @@ class RunDir:
         outputs: list[str],
         force: bool = False,
     ) -> dict[str, Any]:
-        """Run `fn(resume)` unless the stage already finished with this config hash.
+        """Run `fn(resume)` unless the step already finished with this config hash.
 
         `resume` is True when an unfinished attempt with the same hash left outputs behind;
-        otherwise stale outputs are removed first. Returns the stage's stats.
+        otherwise stale outputs are removed first. Returns the step's stats.
         """
-        prev = self.stage(name)
+        prev = self.step(name)
         if not force and prev.get("status") == "done" and prev.get("config_hash") == config_hash:
             print(f"[{name}] already done with config {config_hash}: skipped (--force to redo)")
             return prev.get("stats", {})

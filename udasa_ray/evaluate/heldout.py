@@ -21,7 +21,7 @@ import numpy as np
 
 from udasa_ray.config import Config
 from udasa_ray.evaluate.metrics import is_refusal, offline_helpfulness, paired_difference
-from udasa_ray.runs import RunDir
+from udasa_ray.runs import RunDir, section_hash
 from udasa_ray.uncertainty.length import within_prompt_slope
 
 KEYS = ("U", "u_sem", "u_fact", "u_val")
@@ -129,7 +129,7 @@ def heldout_check(cfg: Config, run: RunDir, aligned: str, aligned_hash: str, for
         gcfg = dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, policy=policy))
         responses, ghash = generate_subrun(sub.path, gcfg, heldout, aligned_hash if side == "aligned" else "", force)
         # Scored with the run's own config: a policy_judge scorer stays the base policy on both sides.
-        sub.run_stage("score", cfg, ghash + cfg.section_hash("scoring"),
+        sub.run_step("score", cfg, ghash + section_hash(cfg, "scoring"),
                       lambda resume, s=sub: score(cfg, s, resume), ["scores"], force)
         rows[side] = _side_rows(sub, responses, embed)
         sides[side] = per_prompt(rows[side], cfg.scoring.unsafe_threshold)

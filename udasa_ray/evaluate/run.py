@@ -27,7 +27,7 @@ from udasa_ray.evaluate.metrics import (
     offline_helpfulness,
 )
 from udasa_ray.evaluate.tasks import load_task
-from udasa_ray.runs import RunDir
+from udasa_ray.runs import RunDir, section_hash
 
 METRIC_SCHEMA = pa.schema([
     ("task", pa.string()), ("metric", pa.string()), ("item_id", pa.string()), ("sample_idx", pa.int64()),
@@ -207,7 +207,7 @@ def evaluate_model(cfg: Config, model: str, out: Path, label: str, salt: str = "
     responses, ghash = generate_subrun(run / "generations", gcfg, [{"prompt_id": it["id"], "prompt": it["query"]}
                                                                      for it in items], salt, force)
     responses = responses.to_pylist()
-    judge_hash = hashlib.sha256((ghash + cfg.section_hash("eval", "scoring")).encode()).hexdigest()[:16]
+    judge_hash = hashlib.sha256((ghash + section_hash(cfg, "eval", "scoring")).encode()).hexdigest()[:16]
 
     def work(resume: bool) -> dict:
         init_ray(cfg.ray)
@@ -223,7 +223,7 @@ def evaluate_model(cfg: Config, model: str, out: Path, label: str, salt: str = "
         (run / "summary.json").write_text(json.dumps(summary, indent=2))
         return {"judgements": table.num_rows, "failed": sum(m["failed"] for m in summary["metrics"].values())}
 
-    run.run_stage("judge", cfg, judge_hash, work, ["metrics.parquet", "summary.json"], force)
+    run.run_step("judge", cfg, judge_hash, work, ["metrics.parquet", "summary.json"], force)
     summary = json.loads((run / "summary.json").read_text())
     summary["label"] = label  # a rerun under another name reuses the judgements
     (run / "summary.json").write_text(json.dumps(summary, indent=2))

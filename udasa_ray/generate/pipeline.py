@@ -22,7 +22,7 @@ from udasa_ray.generate.requests import build_requests, split_listwise
 from udasa_ray.models import resolve
 from udasa_ray.parts import read_parts, write_part
 from udasa_ray.ray_utils import data_context, init_ray
-from udasa_ray.runs import RunDir
+from udasa_ray.runs import RunDir, section_hash
 
 RESPONSE_SCHEMA = pa.schema([
     ("prompt_id", pa.string()), ("prompt", pa.string()), ("sample_idx", pa.int64()), ("response", pa.string()),
@@ -126,7 +126,7 @@ def generate_subrun(path: Path, cfg: Config, prompts: list[dict], salt: str = ""
     pq.write_table(pa.Table.from_pylist([{"prompt_id": p["prompt_id"], "prompt": p["prompt"]} for p in prompts],
                                         schema=pa.schema([("prompt_id", pa.string()), ("prompt", pa.string())])),
                    sub / "prompts.parquet")
-    blob = json.dumps([[p["prompt_id"], p["prompt"]] for p in prompts]) + cfg.section_hash("models", "generation")
+    blob = json.dumps([[p["prompt_id"], p["prompt"]] for p in prompts]) + section_hash(cfg, "models", "generation")
     config_hash = hashlib.sha256((blob + salt).encode()).hexdigest()[:16]
-    sub.run_stage("generate", cfg, config_hash, lambda resume: generate(cfg, sub, resume), ["responses"], force)
+    sub.run_step("generate", cfg, config_hash, lambda resume: generate(cfg, sub, resume), ["responses"], force)
     return read_responses(sub / "responses"), config_hash

@@ -173,7 +173,7 @@ def _finish(kept: Path, out: Path, start: str, lora: bool) -> None:
     kept.rmdir()
 
 
-def run_stage(c: dict[str, Any]) -> dict[str, Any]:
+def train_stage(c: dict[str, Any]) -> dict[str, Any]:
     """Train one stage; returns its summary. Writes the checkpoint to c["output_dir"] (rank 0)."""
     import torch.distributed as dist
 
@@ -228,6 +228,6 @@ def train_loop(c: dict[str, Any]) -> None:
 
     rank = ray.train.get_context().get_world_rank()
     with tempfile.TemporaryDirectory(prefix=f"udasa-stage{c['stage']}-") as tmp:
-        summary = run_stage({**c, "output_dir": tmp})
+        summary = train_stage({**c, "output_dir": tmp})
         checkpoint = ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None
         ray.train.report({k: v for k, v in summary.items() if v is not None}, checkpoint=checkpoint)

@@ -1,6 +1,6 @@
 """Phased DPO (SPEC §6) from the driver: one Ray Train `TorchTrainer` fit per curriculum stage.
 
-Each stage is its own resumable step in the run manifest (`train_stage_<k>`), chained to the one
+Each curriculum stage is its own resumable step in the run manifest (`train_stage_<k>`), chained to the one
 before, so a killed run retrains only the stage it was in. A stage starts from the previous
 stage's checkpoint; its reference is the initial policy (default) or that previous policy.
 """
@@ -8,7 +8,6 @@ stage's checkpoint; its reference is the initial policy (default) or that previo
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -20,7 +19,7 @@ import pyarrow.parquet as pq
 
 from udasa_ray.config import Config
 from udasa_ray.models import resolve
-from udasa_ray.runs import RunDir
+from udasa_ray.runs import RunDir, section_hash
 from udasa_ray.train.data import budget_subset, dpo_rows, eval_split
 from udasa_ray.train.schedule import phases, stage_peak, stage_steps
 
@@ -114,11 +113,11 @@ def train(cfg: Config, run: RunDir, force: bool = False,
     base = resolve(cfg.models.policy, cfg.models.cache_dir)
     pairs = pq.read_table(run / "pairs" / "pairs.parquet", columns=["prompt_id"])["prompt_id"].to_pylist()
     eval_ids = eval_split(pairs, cfg.train.eval_fraction, cfg.train.seed)
-    upstream = run.stage("pairs")["config_hash"]
-    start, done = base, []
+    upstream = "pairs"  # the step whose output a stage starts from
+    start, done, aligned_hash = base, [], run.step("pairs")["config_hash"]
     for index, stage in enumerate(stages, start=1):
         key, out = f"train_stage_{stage['stage']}", run / "train" / f"stage_{stage['stage']}"
-        config_hash = hashlib.sha256((cfg.section_hash("train", "models") + upstream).encode()).hexdigest()[:16]
+        config_hash = run.chain_hash(section_hash(cfg, "train", "models"), upstream)
 
         def work(resume: bool, stage=stage, index=index, start=start, out=out) -> dict[str, Any]:
             init_ray(cfg.ray)
@@ -128,17 +127,18 @@ def train(cfg: Config, run: RunDir, force: bool = False,
                   + (f", LoRA r={cfg.train.lora.r}" if c["lora"] else ", full fine-tuning"))
             return fit_stage(cfg, c, out, run / "train" / "ray")
 
-        stats = run.run_stage(key, cfg, config_hash, work, [f"train/stage_{stage['stage']}"], force)
+        stats = run.run_step(key, cfg, config_hash, work, [f"train/stage_{stage['stage']}"], force)
         stop = f", stopped early: {stats['stopped_early']}" if stats.get("stopped_early") else ""
         kept = (f"; kept step {stats['best_step']} (best eval loss {stats['best_eval_loss']:.4f})"
                 if stats.get("best_step") is not None else "")
         print(f"[train] stage {stage['stage']} ({stage['name']}): {stats['steps']}/{stats['planned_steps']} steps "
               f"in {stats['seconds']}s{stop}{kept} -> {out}")
         done.append(stats)
-        start, upstream = str(out), config_hash
+        start, upstream, aligned_hash = str(out), key, config_hash
         if on_stage:
             on_stage(index, len(stages), stats)
-    summary = {"aligned": start, "aligned_hash": upstream, "base": base, "eval_pairs": len(eval_ids), "stages": done}
+    summary = {"aligned": start, "aligned_hash": aligned_hash, "base": base, "eval_pairs": len(eval_ids),
+               "stages": done}
     (run / "train").mkdir(exist_ok=True)
     (run / "train" / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -18,11 +18,11 @@ from typing import Any
 
 import yaml
 
-from udasa_ray.config import Config, from_dict
+from udasa_ray.config import Config, ConfigError, from_dict
 from udasa_ray.runs import RunDir
 from udasa_ray.tune.space import grid_points, optuna_space, spread_thresholds, trial_name
 
-# What a trial copies from the run: its scored pairs' inputs, finished stages marked in the manifest.
+# What a trial copies from the run: its scored pairs' inputs, finished steps marked in the manifest.
 SHARED = ["prompts.parquet", "heldout.parquet", "responses", "scores", "manifest.json"]
 LOWER_IS_BETTER = {"heldout_U", "eval:unsafe"}
 
@@ -53,7 +53,7 @@ def run_trial(config: dict[str, Any], base: dict[str, Any], run_dir: str, points
     from filelock import FileLock
     from ray import tune
 
-    from udasa_ray import stages
+    from udasa_ray import steps
     from udasa_ray.train.phased import train
 
     cfg = from_dict(base)
@@ -73,7 +73,7 @@ def run_trial(config: dict[str, Any], base: dict[str, Any], run_dir: str, points
             src, dst = run / name, trial / name
             if src.exists() and not dst.exists():
                 (shutil.copytree if src.is_dir() else shutil.copyfile)(src, dst)
-        stages.pairs_stage(cfg, trial)
+        steps.pairs_step(cfg, trial)
         last: dict[str, Any] = {}
 
         def on_stage(index: int, total: int, stats: dict[str, Any]) -> None:
@@ -89,6 +89,20 @@ def run_trial(config: dict[str, Any], base: dict[str, Any], run_dir: str, points
         tune.report({**last, "objective": objective_value(cfg, trial, trained)})
 
 
+def check_preconditions(cfg: Config, run: RunDir) -> None:
+    """What a sweep needs of the other config sections and of the run (checked when one starts,
+    not for every run)."""
+    tn = cfg.tune
+    if tn.objective == "heldout_U" and cfg.data.heldout_prompts == 0:
+        raise ConfigError("tune.objective heldout_U needs held-out prompts: data.heldout_prompts > 0")
+    if (tn.objective == "pair_accuracy" or tn.asha) and cfg.train.eval_fraction == 0:
+        raise ConfigError(f"tune: {'ASHA' if tn.asha else 'the pair_accuracy objective'} needs held-out pairs: "
+                          "train.eval_fraction > 0")
+    if cfg.pairs.method != "udasa":
+        raise ConfigError(f"pairs.method: tune sweeps UDASA's thresholds, got {cfg.pairs.method!r}")
+    run.require("score", "score")
+
+
 def sweep(cfg: Config, run: RunDir, fresh: bool = False) -> dict[str, Any]:
     """Run (or resume) the sweep; write trials.csv/.md, heatmap.png, stages.png and best.yaml in run/tune/."""
     from ray import tune
@@ -96,6 +110,7 @@ def sweep(cfg: Config, run: RunDir, fresh: bool = False) -> dict[str, Any]:
 
     from udasa_ray.ray_utils import init_ray
 
+    check_preconditions(cfg, run)
     tn = cfg.tune
     out = run / "tune"
     storage = out / "ray"

@@ -1,5 +1,5 @@
-"""Pairs stage: pairs by the configured method -> pairs/pairs.parquet and stages/ (one file a
-stage + summary.json).
+"""The pairs step: pairs by the configured method -> pairs/pairs.parquet, then the curriculum
+split -> stages/ (one file per curriculum stage + summary.json).
 
 UDASA pairs come from scores/ (fast, no model, so it reruns whole); the baselines need a model:
 RLAIF has the policy label its own responses/, RLCD generates contrastive answers in rlcd/.
@@ -33,7 +33,7 @@ def _policy_prefers_a(model: str, cache_dir: str, dtype: str, questions: list[st
     return PolicyJudge(model, cache_dir, dtype).label_probs(questions, ["A", "B"])[:, 0]
 
 
-def udasa_pairs(cfg: Config, run: RunDir) -> tuple[list[dict], dict]:
+def udasa_from_run(cfg: Config, run: RunDir) -> tuple[list[dict], dict]:
     """Chosen = lowest U, fused over `pairs.dimensions` (all three, or fewer in the ablation)."""
     rows = read_parts(run / "scores", SCORE_SCHEMA).to_pylist()
     dims = cfg.pairs.dimensions
@@ -47,7 +47,7 @@ def udasa_pairs(cfg: Config, run: RunDir) -> tuple[list[dict], dict]:
     return build_pairs(rows, cfg.curriculum.seed)
 
 
-def rlaif_stage_pairs(cfg: Config, run: RunDir) -> tuple[list[dict], dict]:
+def rlaif_from_run(cfg: Config, run: RunDir) -> tuple[list[dict], dict]:
     rows = read_responses(run / "responses").to_pylist()
     init_ray(cfg.ray)
     print(f"[pairs] RLAIF: {cfg.models.policy} labels two responses of each prompt, in both orders")
@@ -57,7 +57,7 @@ def rlaif_stage_pairs(cfg: Config, run: RunDir) -> tuple[list[dict], dict]:
                                                  num_gpus=1 if cfg.train.use_gpu else 0), cfg.curriculum.seed)
 
 
-def rlcd_stage_pairs(cfg: Config, run: RunDir) -> tuple[list[dict], dict]:
+def rlcd_from_run(cfg: Config, run: RunDir) -> tuple[list[dict], dict]:
     prompts = pq.read_table(run / "prompts.parquet").to_pylist()[: cfg.data.limit]
     sides = []
     for side, system in (("positive", cfg.pairs.rlcd_positive), ("negative", cfg.pairs.rlcd_negative)):
@@ -69,7 +69,7 @@ def rlcd_stage_pairs(cfg: Config, run: RunDir) -> tuple[list[dict], dict]:
 
 def make_pairs(cfg: Config, run: RunDir) -> dict:
     c = cfg.curriculum
-    build = {"udasa": udasa_pairs, "rlaif": rlaif_stage_pairs, "rlcd": rlcd_stage_pairs}[cfg.pairs.method]
+    build = {"udasa": udasa_from_run, "rlaif": rlaif_from_run, "rlcd": rlcd_from_run}[cfg.pairs.method]
     pairs, counts = build(cfg, run)
     if not pairs:
         raise RuntimeError(f"no preference pair: {counts['groups']} prompt groups, none with 2 valid responses "
