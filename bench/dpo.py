@@ -26,6 +26,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from udasa_ray.config import load_config  # noqa: E402
 from udasa_ray.models import resolve  # noqa: E402
 from udasa_ray.train.data import dpo_rows  # noqa: E402
+from udasa_ray.train.job import StageJob  # noqa: E402
 
 
 def count_tokens(tok, rows: list[dict], max_length: int) -> int:
@@ -38,7 +39,7 @@ def count_tokens(tok, rows: list[dict], max_length: int) -> int:
     return total
 
 
-def plain_trl(c: dict, model_dir: str, tmp: str) -> float:
+def plain_trl(job: StageJob, model_dir: str, tmp: str) -> float:
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -46,11 +47,11 @@ def plain_trl(c: dict, model_dir: str, tmp: str) -> float:
 
     from udasa_ray.train.dpo import dpo_args
 
-    torch.set_num_threads(c["threads"])
-    args = dpo_args({**c, "eval_file": None}, tmp, precompute=False)
+    torch.set_num_threads(job.threads)
+    args = dpo_args(job, tmp, precompute=False)
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    data = Dataset.from_parquet(c["train_file"], cache_dir=str(Path(tmp) / "hf-cache"))
+    data = Dataset.from_parquet(job.train_file, cache_dir=str(Path(tmp) / "hf-cache"))
     t0 = time.perf_counter()
     DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok).train()
     return time.perf_counter() - t0
@@ -76,28 +77,28 @@ def main() -> int:
     pairs = pq.read_table(pairs_file).to_pylist()[: a.pairs]
     base = resolve(cfg.models.policy, cfg.models.cache_dir)
     rows = dpo_rows(pairs, cfg.generation.prompt_template, cfg.generation.system_prompt)
-    t = cfg.train
-    tokens = count_tokens(AutoTokenizer.from_pretrained(base), rows, t.max_length)
-    steps = -(-len(rows) // t.batch_size)
+    train_cfg = cfg.train
+    tokens = count_tokens(AutoTokenizer.from_pretrained(base), rows, train_cfg.max_length)
+    steps = -(-len(rows) // train_cfg.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
         train_file = Path(tmp) / "train.parquet"
         pq.write_table(pa.Table.from_pylist(rows), train_file)
-        c = {"stage": 1, "name": "bench", "start": base, "ref": base, "train_file": str(train_file),
-             "eval_file": None, "work_dir": tmp, "steps": steps, "warmup": 0, "decay": 0, "peak_lr": t.lr,
-             "beta": t.beta, "batch_size": t.batch_size, "grad_accum": 1, "max_length": t.max_length,
-             "precompute": True, "eval_steps": t.eval_steps, "patience": t.patience,
-             "reward_saturation": t.reward_saturation, "dtype": t.dtype, "seed": 0,
-             "threads": max(1, int(t.cpus_per_worker)), "deepspeed": None, "gradient_checkpointing": False}
-        plain_s = plain_trl(c, base, tmp)
+        job = StageJob(stage=1, name="bench", start=base, ref=base, train_file=str(train_file), eval_file=None,
+                       work_dir=tmp, steps=steps, warmup=0, decay=0, peak_lr=train_cfg.lr, beta=train_cfg.beta,
+                       batch_size=train_cfg.batch_size, grad_accum=1, max_length=train_cfg.max_length, precompute=True,
+                       eval_steps=train_cfg.eval_steps, patience=train_cfg.patience,
+                       reward_saturation=train_cfg.reward_saturation,
+                       dtype=train_cfg.dtype, seed=0, threads=max(1, int(train_cfg.cpus_per_worker)))
+        plain_s = plain_trl(job, base, tmp)
         from udasa_ray.train.dpo import train_stage
 
-        local = train_stage({**c, "output_dir": str(Path(tmp) / "local")})  # same trainer, no Ray
+        local = train_stage(job, str(Path(tmp) / "local"))  # same trainer, no Ray
         init_ray(cfg.ray)
         t0 = time.perf_counter()
-        ours = fit_stage(cfg, c, Path(tmp) / "ours", Path(tmp) / "ray")
+        ours = fit_stage(cfg, job, Path(tmp) / "ours", Path(tmp) / "ray")
         ray_s = time.perf_counter() - t0
-    result = {"pairs": len(rows), "steps": steps, "tokens": tokens, "batch_size": t.batch_size,
-              "max_length": t.max_length, "bf16": ours["bf16"],
+    result = {"pairs": len(rows), "steps": steps, "tokens": tokens, "batch_size": train_cfg.batch_size,
+              "max_length": train_cfg.max_length, "bf16": ours["bf16"],
               "plain_trl": {"seconds": round(plain_s, 1), "tokens_per_s": round(tokens / plain_s, 1)},
               "udasa_in_process": {"seconds": local["seconds"], "tokens_per_s": round(tokens / local["seconds"], 1)},
               "udasa_ray_train": {"seconds": ours["seconds"], "tokens_per_s": round(tokens / ours["seconds"], 1),

@@ -28,20 +28,20 @@ from udasa_ray.runs import RunDir  # noqa: E402
 
 def plain_loop(cfg, prompts: list[str]) -> tuple[int, float]:
     """What one would write by hand: batches of prompts, num_return_sequences=N, stock sampling."""
-    g = cfg.generation
+    gen = cfg.generation
     t0 = time.perf_counter()
-    torch.set_num_threads(int(g.cpus_per_actor))
-    model, tok = load_policy(cfg.models.policy, cfg.models.cache_dir, g.dtype)
-    per_batch = max(1, g.batch_size // g.n)
+    torch.set_num_threads(int(gen.cpus_per_actor))
+    model, tok = load_policy(cfg.models.policy, cfg.models.cache_dir, gen.dtype)
+    per_batch = max(1, gen.batch_size // gen.n)
     tokens = 0
     for i in range(0, len(prompts), per_batch):
         texts = [tok.apply_chat_template(chat_messages(p, None), tokenize=False, add_generation_prompt=True)
                  for p in prompts[i : i + per_batch]]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        torch.manual_seed(g.seed + i)
+        torch.manual_seed(gen.seed + i)
         with torch.inference_mode():
-            out = model.generate(**enc, do_sample=True, temperature=g.temperature, top_p=g.top_p,
-                                 max_new_tokens=g.max_new_tokens, num_return_sequences=g.n,
+            out = model.generate(**enc, do_sample=True, temperature=gen.temperature, top_p=gen.top_p,
+                                 max_new_tokens=gen.max_new_tokens, num_return_sequences=gen.n,
                                  pad_token_id=tok.pad_token_id)
         for row in out[:, enc["input_ids"].shape[1]:].tolist():
             tokens += row.index(tok.eos_token_id) + 1 if tok.eos_token_id in row else len(row)

@@ -17,7 +17,7 @@ from udasa_ray import steps
 from udasa_ray.config import ConfigError, load_config
 from udasa_ray.data.ingest import IngestError
 from udasa_ray.models import ModelNotAvailable
-from udasa_ray.report import write_report
+from udasa_ray.report.run import write_report
 from udasa_ray.runs import RunDir, StepMissing
 
 

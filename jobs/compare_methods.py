@@ -17,7 +17,7 @@ from udasa_ray import steps
 from udasa_ray.config import ConfigError, load_config
 from udasa_ray.evaluate.compare import compare
 from udasa_ray.evaluate.run import evaluate_model, format_summary
-from udasa_ray.report import write_report
+from udasa_ray.report.run import write_report
 from udasa_ray.runs import RunDir
 
 METHODS_DIR = Path(__file__).resolve().parent.parent / "configs" / "methods"

@@ -53,8 +53,8 @@ def main() -> int:
         print(f"curriculum_vs_oneshot: {args.run_dir} is not a finished align run ({e})", file=sys.stderr)
         return 1
     budget = sum(s["planned_steps"] for s in trained["stages"])
-    t = cfg.train
-    peak = f"train.lora.lr_stage1={t.lora.lr}" if t.lora.enabled else f"train.lr_stage1={t.lr}"
+    train_cfg = cfg.train
+    peak = f"train.lora.lr_stage1={train_cfg.lora.lr}" if train_cfg.lora.enabled else f"train.lr_stage1={train_cfg.lr}"
     # Epochs enough that the step cap, not the data, ends the stage (stages round their steps up each).
     one_cfg = load_config([*args.config, ONE_SHOT], [*args.overrides, f"train.max_steps_per_stage={budget}",
                                                       f"train.epochs_per_stage={float(budget)}", peak])

@@ -11,18 +11,24 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import jsonschema
 import pytest
 import ray
 import ray.autoscaler
+import ray.util
 import yaml
 from ray.autoscaler._private.node_provider_availability_tracker import NodeAvailabilitySummary
 from ray.autoscaler._private.resource_demand_scheduler import _default_utilization_scorer, get_nodes_for
 from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.data._internal.execution.operators.map_operator import _canonicalize_ray_remote_args
+from ray.llm._internal.batch.stages import vLLMEngineStage
 
 from udasa_ray.config import Config, load_config
-from udasa_ray.uncertainty.scorers import SCORERS
+from udasa_ray.generate import vllm
+from udasa_ray.train.phased import scaling_config
+from udasa_ray.uncertainty import pipeline as score_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTERS = ROOT / "clusters"
@@ -80,16 +86,60 @@ def node_types(path: Path) -> list[NodeType]:
     return out
 
 
+def actor_resources(map_batches_kwargs: dict[str, Any]) -> dict[str, float]:
+    """What one Ray Data actor of a `map_batches` call holds, with Ray Data's defaults (1 CPU unless set)."""
+    args = _canonicalize_ray_remote_args({k: v for k, v in map_batches_kwargs.items() if k in ("num_cpus", "num_gpus")})
+    return {"CPU": args["num_cpus"], "GPU": args.get("num_gpus", 0)}
+
+
+def vllm_replica(cfg: Config) -> tuple[float, int, int]:
+    """(CPUs, GPUs) of one vLLM engine replica and how many run at once, as Ray's own vLLM stage reserves them
+    for the processor config the code builds (what ray.data.llm's build_vllm_engine_processor does with it)."""
+    pc = vllm.processor_config(cfg.generation, "model")
+    stage = vLLMEngineStage(fn_constructor_kwargs={"engine_kwargs": dict(pc.engine_kwargs),
+                                                   "placement_group_config": pc.placement_group_config},
+                            map_batches_kwargs={"accelerator_type": pc.accelerator_type})
+    kwargs = stage.map_batches_kwargs
+    if "ray_remote_args_fn" in kwargs:  # tensor parallel: each replica's actor makes a placement group
+        made: dict[str, Any] = {}
+        with mock.patch.object(ray.util, "placement_group", lambda bundles, strategy="PACK", **_: made.update(
+                bundles=bundles, strategy=strategy)):
+            kwargs["ray_remote_args_fn"]()
+        assert made["strategy"] in ("PACK", "STRICT_PACK"), made  # on one node where one holds it
+        bundles = made["bundles"]
+    else:  # one GPU: the actor itself
+        bundles = [actor_resources(kwargs)]
+    replicas = pc.get_concurrency(autoscaling_enabled=True)["max_size"]
+    return sum(b.get("CPU", 0) for b in bundles), int(sum(b.get("GPU", 0) for b in bundles)), replicas
+
+
+def scorer_pools(cfg: Config) -> tuple[float, int, int]:
+    """(CPUs, GPUs) of one scorer actor and how many run at once: the scorers' actor pools are stages of one
+    Ray Data pipeline, all up together."""
+    shapes, count = set(), 0
+    for _, kwargs in score_pipeline.scorer_pools(cfg):
+        r = actor_resources(kwargs)
+        shapes.add((r["CPU"], int(r["GPU"])))
+        count += kwargs["compute"].max_size
+    assert len(shapes) == 1, f"scorer actors of different sizes {shapes}: fit them one size at a time"
+    (cpus, gpus), = shapes
+    return cpus, gpus, count
+
+
+def train_workers(cfg: Config) -> list[dict[str, float]]:
+    """The bundles Ray Train reserves for a stage's workers (the trainer itself takes none)."""
+    group = scaling_config(cfg.train).as_placement_group_factory()
+    assert group.head_bundle_is_empty
+    return group.bundles
+
+
 def demands(cfg: Config) -> dict[str, tuple[float, int, int]]:
-    """Stage -> (CPUs, GPUs) of one unit that must sit on one node, and how many units run at once."""
-    v, s, t = cfg.generation.vllm, cfg.scoring, cfg.train
-    return {
-        # ray.data.llm: a replica is tensor_parallel_size {GPU: 1, CPU: 1} bundles; TP stays within a node.
-        "vllm": (v.tensor_parallel_size, v.tensor_parallel_size, v.replicas),
-        # The three scorers are actor pools of one Ray Data pipeline: all run at once.
-        "scoring": (s.cpus_per_actor, 0, len(SCORERS) * s.num_actors),
-        "train": (t.cpus_per_worker, 1 if t.use_gpu else 0, t.num_workers),  # phased.py: CPUs + 1 GPU a worker
-    }
+    """Stage -> (CPUs, GPUs) of one unit that must sit on one node, and how many units run at once: what the
+    code asks Ray for."""
+    workers = train_workers(cfg)
+    assert all(w == workers[0] for w in workers)
+    return {"vllm": vllm_replica(cfg), "scoring": scorer_pools(cfg),
+            "train": (workers[0].get("CPU", 0), int(workers[0].get("GPU", 0)), len(workers))}
 
 
 def hosts(types: list[NodeType], cpus: float, gpus: int, count: int) -> list[str]:
@@ -214,10 +264,9 @@ def test_llama_config_fits_the_node_types(config: Path, cluster: Path) -> None:
 @pytest.mark.parametrize("config", LLAMA_CONFIGS, ids=[p.stem for p in LLAMA_CONFIGS])
 def test_autoscaler_starts_the_8_gpu_type_for_training(config: Path, path: Path) -> None:
     """Nothing pins Train workers to a GPU model: Ray's bin packing must choose the 8 x 80 GB type for them."""
-    cluster, t = load(path), load_config(config).train
+    cluster, workers = load(path), train_workers(load_config(config))
     types = cluster["available_node_types"]
     scorer = partial(_default_utilization_scorer, node_availability_summary=NodeAvailabilitySummary({}))
-    workers = [{"CPU": t.cpus_per_worker, "GPU": 1}] * t.num_workers
     added, left = get_nodes_for(types, {}, cluster["head_node_type"], cluster["max_workers"], workers, scorer)
     assert not left and added and all(types[k]["resources"].get("GPU", 0) == 8 for k in added), added
 

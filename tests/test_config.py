@@ -6,13 +6,34 @@ from udasa_ray.cli import main
 from udasa_ray.config import Config, ConfigError, load_config, parse_override
 from udasa_ray.runs import section_hash
 
-CONFIGS = sorted(Path(__file__).parent.parent.glob("configs/*.yaml"))
+ROOT = Path(__file__).parent.parent
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
 
-def test_defaults_are_valid():
+def test_defaults_are_the_offline_default():
+    """The built-in config runs with no network: every model and data source it names ships in a
+    package (bundled:) or is a lexicon scorer, and no endpoint is configured."""
+    cfg = load_config().to_dict()
+    named = {"models.policy": cfg["models"]["policy"], "data.source": cfg["data"]["source"],
+             "scoring.semantic.model": cfg["scoring"]["semantic"]["model"],
+             "scoring.factual.model": cfg["scoring"]["factual"]["model"],
+             **{f"eval.{k}": v for k, v in cfg["eval"].items() if k.endswith("_source")}}
+    assert all(v.startswith("bundled:") for v in named.values()), named
+    assert cfg["scoring"]["value"]["backend"] == "profanity" and cfg["eval"]["judge"]["backend"] == "offline"
+    assert cfg["scoring"]["value"]["endpoint"] is None and cfg["generation"]["backend"] == "hf"
+
+
+def test_every_rule_names_a_real_key():
+    """A rule's key is what its error message names: it must exist in the schema."""
+    import operator
+
+    from udasa_ray.config.validate import RULES
+
     cfg = load_config()
-    assert cfg.generation.n == 5 and cfg.curriculum.thresholds == [0.4, 0.7]
-    assert cfg.models.policy == "bundled:smollm2-135m-instruct"
+    for section, rules in RULES.items():
+        for key, holds, _ in rules:
+            operator.attrgetter(key)(getattr(cfg, section))  # AttributeError on a typo
+            assert holds(getattr(cfg, section)), f"{section}.{key}: the default breaks its own rule"
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -22,8 +43,8 @@ def test_shipped_recipes_load(path):
 
 def test_recipes_exist():
     assert {p.name for p in CONFIGS} >= {"tiny-cpu.yaml", "llama7b.yaml", "llama30b.yaml"}
-    assert load_config(Path("configs/llama7b.yaml")).generation.backend == "vllm"
-    assert load_config(Path("configs/tiny-cpu.yaml")).generation.backend == "hf"
+    assert load_config(ROOT / "configs" / "llama7b.yaml").generation.backend == "vllm"
+    assert load_config(ROOT / "configs" / "tiny-cpu.yaml").generation.backend == "hf"
 
 
 def test_dotted_overrides_are_typed():
@@ -48,17 +69,22 @@ def test_int_is_accepted_for_float():
         ("generation.n=true", "generation.n: expected int"),
         ("generation.backend=tpu", "generation.backend: must be one of"),
         ("generation.n=1", "generation.n: must be >= 2"),
-        ("curriculum.thresholds=[0.7, 0.4]", "curriculum.thresholds: must increase"),
-        ("curriculum.thresholds=[0.5, 0.5]", "curriculum.thresholds: must increase"),
+        ("curriculum.thresholds=[0.7, 0.4]", "curriculum.thresholds: must be increasing"),
+        ("curriculum.thresholds=[0.5, 0.5]", "curriculum.thresholds: must be increasing"),
+        ("curriculum.thresholds=[0.1, 0.2, 0.3, 0.4]", "curriculum.thresholds: must be at most 3"),
         ("train.lr=-1e-6", "train.lr: must be > 0"),
         ("train.lr_stage1=0", "train.lr_stage1: must be > 0"),
         ("train.ld_alpha=1.5", "train.ld_alpha: must be in [0, 1]"),
         ("train.lora={enabled: true, r: 0}", "train.lora.r: must be >= 1"),
         ("train.lora={enabled: true, dropout: 1.0}", "train.lora.dropout: must be in [0, 1)"),
-        ("train.lora={enabled: true, target_modules: []}", "train.lora.target_modules: name at least one"),
+        ("train.lora={enabled: true, target_modules: []}", "train.lora.target_modules: must be at least one module"),
         ("train.lora.target_modules=[q_proj, 3]", "train.lora.target_modules[1]: expected str"),
         ("generation.top_p=1.5", "generation.top_p: must be in (0, 1]"),
         ("curriculum.thresholds=[0.1, x]", "curriculum.thresholds[1]: expected float"),
+        ("scoring.fusion_weights=[1, a, 2]", "scoring.fusion_weights[1]: expected float"),
+        ("scoring.fusion_weights=[1, 2]", "scoring.fusion_weights: must be three non-negative weights"),
+        ("generation.actor_resources={GPU: many}", "generation.actor_resources.GPU: expected float"),
+        ("eval.judge.backend=llm", "eval.judge.base_url: must be"),
         ("generation=3", "generation: expected a mapping"),
         ("generation.n", "generation.n: an override is key=value"),
     ],
@@ -96,7 +122,7 @@ def test_section_hash_tracks_only_named_sections():
     assert section_hash(a, "train") != section_hash(b, "train")
 
 
-def test_placement_only_fields_do_not_change_stage_hashes():
+def test_placement_only_fields_do_not_change_step_hashes():
     base = load_config(None)
     placed = load_config(None, ["generation.actor_resources={accelerator_type:A10G: 1}"])
     assert placed.generation.actor_resources == {"accelerator_type:A10G": 1.0}

@@ -1,5 +1,6 @@
 import math
 import re
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -11,6 +12,8 @@ from udasa_ray.config import load_config
 from udasa_ray.generate.hf import SeededSampler
 from udasa_ray.generate.pipeline import read_responses
 from udasa_ray.runs import RunDir
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _pick(sampler, logits):
@@ -44,7 +47,7 @@ def test_sampler_top_p_and_distribution():
 
 
 def _cfg(model_cache, *extra):
-    return load_config("configs/tiny-cpu.yaml", [
+    return load_config(ROOT / "configs" / "tiny-cpu.yaml", [
         "data.limit=2", "generation.n=2", "generation.max_new_tokens=8", f"models.cache_dir={model_cache}", *extra,
     ])
 
@@ -117,7 +120,7 @@ def test_killed_run_resumes_only_missing_rows(tmp_path, model_cache, ray_local, 
 
 
 def test_tokens_per_second_is_reported(first_run):
-    stats = first_run[1].stage("generate")["stats"]
+    stats = first_run[1].step("generate")["stats"]
     assert stats["tokens_this_run"] > 0 and math.isfinite(stats["tokens_per_s"])
 
 

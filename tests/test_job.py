@@ -50,7 +50,7 @@ def test_align_job_runs_the_whole_pipeline(tmp_path, model_cache):
 
 def test_align_job_config_error_exits_2(tmp_path):
     r = _job("--run-dir", str(tmp_path), "curriculum.thresholds=[0.7,0.4]")
-    assert r.returncode == 2 and "curriculum.thresholds: must increase" in r.stderr
+    assert r.returncode == 2 and "curriculum.thresholds: must be increasing" in r.stderr
 
 
 @pytest.mark.timeout(600)

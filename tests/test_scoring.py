@@ -3,6 +3,7 @@
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -13,11 +14,14 @@ from conftest import kill_after
 from udasa_ray import steps
 from udasa_ray.config import load_config
 from udasa_ray.generate.pipeline import RESPONSE_SCHEMA
+from udasa_ray.http import EndpointUnreachable
 from udasa_ray.parts import read_parts
 from udasa_ray.runs import RunDir
 from udasa_ray.uncertainty import backends
 from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA
 from udasa_ray.uncertainty.scorers import FactualScorer, SemanticScorer, ValueScorer, score_robust
+
+ROOT = Path(__file__).resolve().parent.parent
 
 GROUP = {
     "prompt_id": "p1", "prompt": "What is the capital of Australia?", "sample_idx": [0, 1, 2, 3],
@@ -27,7 +31,7 @@ GROUP = {
 
 
 def _cfg(model_cache, *extra):
-    return load_config("configs/tiny-cpu.yaml", [f"models.cache_dir={model_cache}", *extra])
+    return load_config(ROOT / "configs" / "tiny-cpu.yaml", [f"models.cache_dir={model_cache}", *extra])
 
 
 def test_score_robust_isolates_failing_records():
@@ -40,27 +44,105 @@ def test_score_robust_isolates_failing_records():
     assert scores[0] == scores[2] == 0.5 and np.isnan(scores[1]) and np.isnan(scores[3])
     assert errors[0] is None and "ValueError: cannot score 'bad'" in errors[1] and "outside [0, 1]" in errors[3]
 
+    calls = []
+
+    def down(items):  # an endpoint that nothing answers: record by record would only fail slower
+        calls.append(items)
+        raise EndpointUnreachable("moderation endpoint http://x: unreachable (refused) after 3 attempts",
+                                  "http://x", "unreachable (refused)", None, 3)
+
+    scores, errors = score_robust(down, ["a", "b", "c"], "value")
+    assert len(calls) == 1 and np.isnan(scores).all() and len(set(errors)) == 1 and "unreachable" in errors[0]
+
+
+PARAPHRASES = [*GROUP["response"][:3], "Canberra is the capital of Australia."]
+UNRELATED = ["I recommend painting your fence blue in spring.", "Bananas are rich in potassium.",
+             "The train to Paris leaves at noon.", "Canberra is the capital of Australia."]
+
+
+@pytest.fixture(scope="module")
+def shared():
+    """Backends built once for the module's scorers (the `shared` argument validate-scorers uses)."""
+    return {}
+
 
 @pytest.mark.timeout(120)
-def test_semantic_scorer_flags_the_odd_response(model_cache):
+def test_semantic_scorer_flags_the_odd_response(model_cache, shared):
     cfg = _cfg(model_cache)
-    odd = dict(GROUP, response=[*GROUP["response"][:3], "I recommend painting your fence blue in spring."])
-    out = SemanticScorer(cfg.scoring, cfg.models)(pa.Table.from_pylist([odd, dict(GROUP, response=["x", ""])]))
-    rows = out.to_pylist()
+    odd = dict(GROUP, response=[*GROUP["response"][:3], UNRELATED[0]])
+    groups = [odd, dict(GROUP, response=PARAPHRASES), dict(GROUP, response=UNRELATED), dict(GROUP, response=["x", ""])]
+    rows = SemanticScorer(cfg.scoring, cfg.models, shared)(pa.Table.from_pylist(groups)).to_pylist()
     u = rows[0]["u_sem"]
     assert np.argmax(u) == 3 and u[3] > max(u[:3]) + 0.3 and rows[0]["err_sem"] == [None] * 4
-    assert 0 < rows[0]["u_sem_group"] < 1  # (== mean of the unclipped scores: test_core)
-    assert rows[1]["err_sem"] == ["semantic: fewer than 2 non-empty responses", "semantic: empty response"]
+    # Paraphrases of one answer are far less uncertain than answers about unrelated things, each
+    # and as a group; one odd answer among paraphrases lies in between.
+    para, unrelated = rows[1]["u_sem"], rows[2]["u_sem"]
+    assert max(para) + 0.5 < min(unrelated)
+    assert rows[1]["u_sem_group"] + 0.1 < rows[0]["u_sem_group"] < rows[2]["u_sem_group"] - 0.1
+    assert rows[3]["err_sem"] == ["semantic: fewer than 2 non-empty responses", "semantic: empty response"]
+
+
+# Known pairs for the bundled NLI model: a hypothesis the premise entails, one it contradicts, and
+# unrelated text (the model tells contradiction from the rest: see backends.AegisNLI).
+ENTAILED = [("The cat is sleeping on the sofa.", "A cat is asleep."),
+            ("Canberra is the capital of Australia.", "Australia's capital city is Canberra."),
+            ("She bought three apples and two pears at the market.", "She bought fruit.")]
+CONTRADICTED = [("The cat is sleeping on the sofa.", "The cat is awake and running outside."),
+                ("Canberra is the capital of Australia.", "Sydney is the capital of Australia."),
+                ("She bought three apples and two pears at the market.", "She bought nothing at the market.")]
+UNRELATED_PAIRS = [("The cat is sleeping on the sofa.", "The stock market fell sharply on Tuesday."),
+                   ("Canberra is the capital of Australia.", "Bake the bread for forty minutes.")]
 
 
 @pytest.mark.timeout(120)
-def test_aegis_cross_response_flags_the_contradiction(model_cache):
+def test_aegis_nli_orders_known_pairs(model_cache):
+    nli = backends.AegisNLI("bundled:aegis-nli", model_cache, 2)
+    pairs = ENTAILED + CONTRADICTED + UNRELATED_PAIRS
+    u = nli([p for p, _ in pairs], [h for _, h in pairs])
+    ent, con, unrelated = u[:3], u[3:6], u[6:]
+    assert min(con) > 0.9 and max(ent) < 0.8 and min(con) - max(ent) > 0.2  # u_fact = P(contradiction)
+    assert max(unrelated) < min(ent)
+    alone = np.array([nli([p], [h])[0] for p, h in pairs])  # each in a run of its own (see AegisNLI.CHUNK)
+    assert min(alone[3:6]) > 0.9 and max(alone[:3]) < 0.8 and max(alone[6:]) < min(alone[:3])
+
+
+FLIGHT = {"prompt_id": "f", "prompt": "My flight to Rome leaves on Friday morning. When does my flight leave?",
+          "response": ["Your flight leaves on Friday morning.", "Your flight leaves on Monday evening.",
+                       "It leaves Friday.", "Your flight was cancelled and never leaves."]}
+
+
+@pytest.mark.timeout(120)
+def test_aegis_cross_response_flags_the_contradiction(model_cache, shared):
     cfg = _cfg(model_cache, "scoring.factual.mode=cross_response")
-    u = FactualScorer(cfg.scoring, cfg.models)(pa.Table.from_pylist([GROUP])).to_pylist()[0]["u_fact"]
+    cross = FactualScorer(cfg.scoring, cfg.models, shared)
+    u = cross(pa.Table.from_pylist([GROUP])).to_pylist()[0]["u_fact"]
     assert np.argmax(u) == 3 and u[3] > 0.9 and max(u[:3]) < 0.8
-    paper = _cfg(model_cache, "scoring.factual.mode=paper")
-    u = FactualScorer(paper.scoring, paper.models)(pa.Table.from_pylist([GROUP])).to_pylist()[0]["u_fact"]
-    assert all(0 <= x <= 1 for x in u)
+    # Paper mode: the premise is the prompt. Answers that contradict what it states score higher
+    # than answers that agree with it, whatever the other answers say.
+    paper = FactualScorer(_cfg(model_cache, "scoring.factual.mode=paper").scoring, cfg.models, shared)
+    right, r = FLIGHT["response"][0], FLIGHT["response"]
+    among_right = dict(FLIGHT, response=[right, r[2], "Friday morning is when it leaves."])
+    among_wrong = dict(FLIGHT, response=[right, r[1], r[3]])
+    groups = pa.Table.from_pylist([FLIGHT, among_right, among_wrong])
+    rows = paper(groups).to_pylist()
+    u = rows[0]["u_fact"]
+    assert min(u[1], u[3]) > max(u[0], u[2]) + 0.3 and rows[0]["err_fact"] == [None] * 4
+    assert rows[1]["u_fact"][0] == rows[2]["u_fact"][0] == u[0]  # only the prompt counts (10 pairs: one run)
+    # Cross-response mode: the same right answer is uncertain among answers that contradict it.
+    rows = cross(groups).to_pylist()
+    assert rows[2]["u_fact"][0] > rows[1]["u_fact"][0] + 0.3
+
+
+@pytest.mark.timeout(120)
+def test_scorers_score_only_the_targets_asked_for(model_cache, shared, monkeypatch):
+    """validate-scorers asks for one response of a group: same score as when all are scored."""
+    monkeypatch.setattr(backends.AegisNLI, "CHUNK", 1)  # a pair's score alone, not moved by its neighbours
+    cfg = _cfg(model_cache, "scoring.factual.mode=cross_response")
+    for scorer in (FactualScorer(cfg.scoring, cfg.models, shared), ValueScorer(cfg.scoring, cfg.models, shared)):
+        full, _ = scorer.score_groups([dict(GROUP)])
+        one, err = scorer.score_groups([dict(GROUP)], targets=(3,))
+        assert one[0][3] == full[0][3] and np.isnan(one[0][:3]).all()
+        assert err[0][3] is None and all(e.endswith(": not asked") for e in err[0][:3])
 
 
 def test_profanity_value_scorer():
@@ -78,21 +160,31 @@ def test_policy_judge_gives_probabilities(model_cache):
     assert np.allclose(judge.unsafe(["You are an idiot."]), u[:1], atol=1e-4)  # batch-independent
 
 
+# Small real HF classifiers (MiniLM body) whose head is fixed to give the same class probabilities
+# for every input: the backends' label mapping is then checked against numbers known in advance.
+HEADS = {"nli": {"CONTRADICTION": 0.1, "NEUTRAL": 0.3, "ENTAILMENT": 0.6},
+         "nli_reordered": {"ENTAILMENT": 0.6, "CONTRADICTION": 0.1, "NEUTRAL": 0.3},
+         "safety": {"non-toxic": 0.8, "toxic": 0.2}}
+
+
 @pytest.fixture(scope="module")
 def tiny_classifiers(tmp_path_factory, model_cache):
-    """Small real HF classifiers (MiniLM body, untrained heads) with named labels: checks the
-    label mapping and batching of the hf_nli / hf_classifier backends, not their accuracy."""
+    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from udasa_ray.models import resolve
 
     src = resolve("bundled:all-minilm-l6-v2", model_cache)
     out = {}
-    for name, labels in {"nli": ["CONTRADICTION", "NEUTRAL", "ENTAILMENT"], "safety": ["non-toxic", "toxic"]}.items():
+    for name, head in HEADS.items():
+        labels = list(head)
         d = tmp_path_factory.mktemp(name)
         m = AutoModelForSequenceClassification.from_pretrained(
             src, num_labels=len(labels), id2label=dict(enumerate(labels)),
             label2id={v: i for i, v in enumerate(labels)})
+        with torch.no_grad():  # logits = log p whatever the text: softmax gives p back
+            m.classifier.weight.zero_()
+            m.classifier.bias.copy_(torch.log(torch.tensor(list(head.values()))))
         m.save_pretrained(d)
         AutoTokenizer.from_pretrained(src).save_pretrained(d)
         out[name] = str(d)
@@ -100,13 +192,13 @@ def tiny_classifiers(tmp_path_factory, model_cache):
 
 
 def test_hf_nli_and_safety_backends_map_labels(tiny_classifiers):
-    nli = backends.HFNLI(tiny_classifiers["nli"], "")
-    assert nli.entail == 2
-    probs = nli.clf.probs(["a", "b"], ["c", "d"])
-    assert np.allclose(nli(["a", "b"], ["c", "d"]), 1 - probs[:, 2])
-    safety = backends.HFSafety(tiny_classifiers["safety"], "")
-    assert safety.unsafe == 1 and safety(["x", "y", "z"]).shape == (3,)
-    assert backends.HFSafety(tiny_classifiers["safety"], "", unsafe_label="NON-TOXIC").unsafe == 0
+    texts = ["A cat sleeps.", "No cat exists at all, anywhere."]
+    for name in ("nli", "nli_reordered"):  # u_fact = P(neutral) + P(contradiction), by label name
+        assert backends.HFNLI(tiny_classifiers[name], "")(texts, texts[::-1]) == pytest.approx([0.4, 0.4], abs=1e-5)
+    safety = backends.HFSafety(tiny_classifiers["safety"], "")  # "toxic", not "non-toxic"
+    assert safety(["x", "y", "z"]) == pytest.approx([0.2] * 3, abs=1e-5)
+    named = backends.HFSafety(tiny_classifiers["safety"], "", unsafe_label="NON-TOXIC")
+    assert named(["x"]) == pytest.approx([0.8], abs=1e-5)
     with pytest.raises(ValueError, match="none of"):
         backends.HFSafety(tiny_classifiers["nli"], "")
     with pytest.raises(ValueError, match="none of"):
@@ -119,8 +211,9 @@ class _Moderation(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 - http.server's naming
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _Moderation.seen.append((self.headers.get("Authorization"), body))
-        if any("FAIL" in t for t in body["input"]):
-            self.send_response(500)
+        flaky = sum(any("FLAKY" in t for t in b["input"]) for _, b in _Moderation.seen) == 1  # the first time
+        if any("FAIL" in t for t in body["input"]) or flaky:
+            self.send_response(500 if not flaky else 503)
             self.end_headers()
             return
         results = [{"flagged": "idiot" in t, "category_scores": {"harassment": 0.9 if "idiot" in t else 0.01,
@@ -144,8 +237,14 @@ def moderation_server():
     server.shutdown()
 
 
-def test_moderation_endpoint(moderation_server, monkeypatch):
+@pytest.fixture
+def fast_retries(monkeypatch):
+    monkeypatch.setattr(backends.ModerationHTTP, "BACKOFF_S", 0.01)
+
+
+def test_moderation_endpoint(moderation_server, monkeypatch, fast_retries):
     monkeypatch.setenv("MOD_KEY", "sk-secret-123")
+    _Moderation.seen.clear()
     cfg = load_config(None, ["scoring.value.backend=moderation_http", f"scoring.value.endpoint={moderation_server}",
                              "scoring.value.api_key_env=MOD_KEY", "scoring.value.model=omni-moderation-latest"])
     scorer = ValueScorer(cfg.scoring, cfg.models)
@@ -154,16 +253,25 @@ def test_moderation_endpoint(moderation_server, monkeypatch):
     auth, body = _Moderation.seen[-1]
     assert auth == "Bearer sk-secret-123" and body["model"] == "omni-moderation-latest" and len(body["input"]) == 4
     # A failing record is marked, the others are scored; the key appears in no error.
+    # A 500 is retried (3 requests for the batch, 3 for the record alone), then the record is
+    # marked and the others are scored; the key appears in no error.
+    n = len(_Moderation.seen)
     bad = dict(GROUP, response=["fine", "FAIL here", "you idiot"])
     rows = scorer(pa.Table.from_pylist([bad])).to_pylist()[0]
     assert rows["u_val"][0] == 0.02 and np.isnan(rows["u_val"][1]) and rows["u_val"][2] == 0.9
-    assert "HTTP 500" in rows["err_val"][1] and "sk-secret" not in json.dumps(rows)
+    assert "HTTP 500 after 3 attempts" in rows["err_val"][1] and "sk-secret" not in json.dumps(rows)
+    assert [b["input"] for _, b in _Moderation.seen[n:]].count(["FAIL here"]) == 3
+    # A passing 503 costs one retry and nothing else.
+    n = len(_Moderation.seen)
+    rows = scorer(pa.Table.from_pylist([dict(GROUP, response=["FLAKY", "you idiot"])])).to_pylist()[0]
+    assert rows["u_val"] == [0.02, 0.9] and rows["err_val"] == [None, None] and len(_Moderation.seen) - n == 2
 
 
-def test_unreachable_moderation_endpoint_is_a_record_error():
+def test_unreachable_moderation_endpoint_is_a_record_error(fast_retries):
     cfg = load_config(None, ["scoring.value.backend=moderation_http", "scoring.value.endpoint=http://127.0.0.1:9"])
     row = ValueScorer(cfg.scoring, cfg.models)(pa.Table.from_pylist([GROUP])).to_pylist()[0]
     assert all(np.isnan(row["u_val"])) and all("unreachable" in e for e in row["err_val"])
+    assert all("after 3 attempts" in e for e in row["err_val"])
 
 
 def _fake_run(tmp_path) -> RunDir:
@@ -212,7 +320,7 @@ def test_score_and_pairs_stages_on_ray(tmp_path, model_cache, ray_local, capsys)
     assert len(ok) == 8
     for r in ok:
         u = np.array([r["u_sem"], r["u_fact"], r["u_val"]])
-        assert ((0 <= u) & (u <= 1)).all() and u.min() <= r["U"] <= u.max()
+        assert u.min() <= r["U"] <= u.max()  # a weighted mean of the three
         assert r["w_sem"] + r["w_fact"] + r["w_val"] == pytest.approx(1)
     assert by[("b", 2)]["U"] == max(by[("b", i)]["U"] for i in range(3))  # the wrong, rude answer
 
@@ -241,7 +349,8 @@ def test_score_and_pairs_stages_on_ray(tmp_path, model_cache, ray_local, capsys)
 
     assert main(["report", "--run-dir", str(run.path)]) == 0
     report = (run / "report" / "report.md").read_text()
-    for section in ("## Stages", "## Uncertainties", "## Pairs and curriculum", "### Example pairs", "12 responses"):
+    sections = ("## Pipeline steps", "## Uncertainties", "## Pairs and curriculum", "### Example pairs", "12 responses")
+    for section in sections:
         assert section in report
     assert "3 pairs from 4 prompts; 1 prompts had fewer than 2 valid responses" in report
     for png in ("uncertainties.png", "delta_u.png"):
@@ -252,5 +361,5 @@ def test_pairs_need_scores(tmp_path, capsys):
     from udasa_ray.cli import main
 
     assert main(["pairs", "--run-dir", str(tmp_path)]) == 1
-    assert "no finished 'score' stage: run `udasa score` first" in capsys.readouterr().err
+    assert "no finished 'score' step: run `udasa score` first" in capsys.readouterr().err
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -63,6 +64,23 @@ def _env(model_cache: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ""}
 
 
+# What the stage-2 trainer prints for each train step (StageLog, rank 0), forwarded by Ray to the driver's stdout.
+STAGE_2_STEP = re.compile(r"\[train\] stage 2 step (\d+)/\d+ train loss")
+
+
+def _wait_for(what: str, ready, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Poll until `ready()`; fail when the process ends first or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"train exited ({proc.returncode}) before {what}: {log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            pytest.fail(f"no {what} within {timeout:.0f}s: {log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
 @pytest.mark.timeout(900)
 def test_stage_loop_killed_in_stage_2_resumes_without_retraining_stage_1(tmp_path, model_cache):
     run = pairs_run(tmp_path / "run", [16, 16])
@@ -70,25 +88,33 @@ def test_stage_loop_killed_in_stage_2_resumes_without_retraining_stage_1(tmp_pat
     # and the schedule shows whole.
     cmd = _cli(run, "train.eval_fraction=0", "train.num_workers=2", "train.cpus_per_worker=1",
                f"models.cache_dir={model_cache}")
-    log = open(tmp_path / "first.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(model_cache), start_new_session=True)
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        if run.step("train_stage_2").get("status") == "running":
-            time.sleep(8)  # well inside stage 2: its Ray Train workers are up
-            break
-        time.sleep(1)
-    assert proc.poll() is None, f"train exited before stage 2: {(tmp_path / 'first.log').read_text()[-3000:]}"
+    # Unbuffered, so the worker lines Ray forwards reach the log as they are printed; no log dedup, which
+    # would hold back stage 2's first step line as a repeat of stage 1's lines (same text but numbers).
+    env = {**_env(model_cache), "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0"}
+    log = tmp_path / "first.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    # Kill once stage 2 is training: the manifest has it running and its trainer logged a step.
+    _wait_for("the first train step of stage 2",
+              lambda: run.step("train_stage_2").get("status") == "running" and STAGE_2_STEP.search(log.read_text()),
+              proc, log, timeout=600)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert run.step("train_stage_1")["status"] == "done" and run.step("train_stage_2")["status"] == "running"
+    first = log.read_text()
+    assert "[train] stage 1 (conservative): 4/4 steps" in first  # stage 1 had finished...
+    assert run.step("train_stage_1")["status"] == "done"
+    # ... and stage 2 was cut while training: unfinished, with no checkpoint.
+    assert run.step("train_stage_2")["status"] == "running" and not (run / "train" / "stage_2").exists()
     stage1 = run / "train" / "stage_1" / "model.safetensors"
     mtime = stage1.stat().st_mtime_ns
 
-    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(model_cache), timeout=600)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "[train_stage_1] already done" in out.stdout
+    resumed = out.stdout + out.stderr
+    assert "[train_stage_1] already done" in out.stdout and "[train] stage 1 step" not in resumed
     assert stage1.stat().st_mtime_ns == mtime  # not retrained
+    # Stage 2 trained again from its start: all its steps, 1 to 4.
+    assert [int(n) for n in STAGE_2_STEP.findall(resumed)] == [1, 2, 3, 4]
     assert run.step("train_stage_2")["status"] == "done"
 
     # The stages trained as planned: 16 pairs, 2 workers x batch 2 -> 4 steps, LR warm-up, peak, decay.

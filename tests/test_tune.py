@@ -59,7 +59,7 @@ def test_tune_config_errors(tmp_path):
         load_config(None, ["tune.objective=accuracy"])
     with pytest.raises(ConfigError, match="tune.stages"):
         load_config(None, ["tune.stages=[0, 5]"])
-    with pytest.raises(ConfigError, match="optuna takes"):
+    with pytest.raises(ConfigError, match="ranges for optuna"):
         load_config(None, ["tune.search=optuna", "tune.tau1=[0.3, 0.4, 0.5]"])
     assert load_config(None, ["tune.objective=eval:harmlessness"]).tune.objective == "eval:harmlessness"
     # what a sweep needs of other sections is checked when it starts, not for every run

@@ -1,10 +1,13 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from udasa_ray.cli import main
 from udasa_ray.uncertainty.validate import KINDS, auroc, load_items
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_auroc():
@@ -47,3 +50,29 @@ def test_validate_scorers_cli(tmp_path, model_cache, capsys):
     for r in rows:
         values = [float(v) for v in r.strip(" |").split(" | ")[1:]]
         assert len(values) == 5 and all(0 <= v <= 1 for v in values)
+
+
+@pytest.mark.timeout(300)
+def test_validation_scores_what_the_score_stage_computes(model_cache, monkeypatch):
+    """Each item's u in the table is its response's u from the score stage's own scorers, run as
+    `udasa score` runs them on a group of the response and its four others."""
+    import pyarrow as pa
+
+    from udasa_ray.config import load_config
+    from udasa_ray.uncertainty.backends import AegisNLI
+
+    # The int8 NLI model's scores move a little with the pairs in the same run (AegisNLI.CHUNK), and
+    # validation asks for fewer pairs than the stage computes: one pair a run makes both exact.
+    monkeypatch.setattr(AegisNLI, "CHUNK", 1)
+    from udasa_ray.uncertainty.scorers import SCORERS
+    from udasa_ray.uncertainty.validate import scorers
+
+    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", [f"models.cache_dir={model_cache}"])
+    items = [it for it in load_items() if it["dimension"] in ("factual", "value")][::5]
+    runs = scorers(cfg)
+    batch = pa.Table.from_pylist([{"prompt_id": it["id"], "prompt": it["prompt"],
+                                   "response": [it["response"], *it["others"]]} for it in items])
+    names = ["semantic / bundled:all-minilm-l6-v2", "factual / aegis_onnx / cross_response", "value / profanity"]
+    for scorer_cls, name in zip(SCORERS, names, strict=True):
+        stage = scorer_cls(cfg.scoring, cfg.models)(batch).to_pylist()
+        assert runs[name](items) == pytest.approx([row[f"u_{scorer_cls.dim}"][0] for row in stage], abs=1e-6), name

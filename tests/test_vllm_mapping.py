@@ -1,12 +1,68 @@
-"""The vLLM backend's request mapping, checked without vLLM or a GPU."""
+"""The vLLM backend's request mapping, checked without vLLM or a GPU against what Ray's vLLM stages read and
+write (their own code, from ray.data.llm) and what vLLM's SamplingParams accepts."""
 
+import asyncio
+import dataclasses
 import sys
+import types
+from pathlib import Path
+
+import pytest
+from ray.llm._internal.batch.constants import vLLMTaskType
+from ray.llm._internal.batch.stages import ChatTemplateStage, TokenizeStage
+from ray.llm._internal.batch.stages.configs import ChatTemplateStageConfig, resolve_stage_config
+from ray.llm._internal.batch.stages.vllm_engine_stage import vLLMEngineStage, vLLMEngineWrapper, vLLMOutputData
 
 from udasa_ray.config import load_config
 from udasa_ray.generate import vllm
-from udasa_ray.generate.requests import ALPACA_TEMPLATE, LISTWISE, build_requests, request_seed, split_listwise
+from udasa_ray.generate.requests import LISTWISE, build_requests, request_seed, split_listwise
 
+ROOT = Path(__file__).resolve().parent.parent
+LLAMA7B = ROOT / "configs" / "llama7b.yaml"
 PROMPTS = [{"prompt_id": "a1", "prompt": "Say hi."}, {"prompt_id": "b2", "prompt": "Name a colour, please."}]
+# Sampling settings unlike any recipe's, so a value that arrives was mapped, not a default.
+SAMPLING = ["generation.temperature=0.35", "generation.top_p=0.6", "generation.max_new_tokens=17"]
+
+
+@dataclasses.dataclass(kw_only=True)
+class SamplingParams:
+    """vLLM's `SamplingParams` (vllm/sampling_params.py) for what these requests set: its keyword names and
+    defaults, an unknown keyword a TypeError, and the checks of its `_verify_args`."""
+
+    n: int = 1
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stop_token_ids: list[int] | None = None
+    ignore_eos: bool = False
+    max_tokens: int | None = 16
+    min_tokens: int = 0
+    logprobs: int | None = None
+    structured_outputs: object = None
+
+    def __post_init__(self) -> None:
+        if self.seed == -1:  # vLLM's "no seed"
+            self.seed = None
+        assert isinstance(self.n, int) and self.n >= 1
+        assert 0.0 <= self.temperature <= 2.0 and 0.0 < self.top_p <= 1.0
+        assert self.max_tokens is None or self.max_tokens >= 1
+        assert self.seed is None or isinstance(self.seed, int)
+
+
+def engine_request(row: dict, monkeypatch: pytest.MonkeyPatch):
+    """What Ray's vLLM stage hands the engine for a row that reached it: its own request preparation
+    (vLLMEngineWrapper._prepare_llm_request), with the SamplingParams above standing in for vLLM's."""
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=SamplingParams))
+    wrapper = object.__new__(vLLMEngineWrapper)  # no engine: only the request mapping runs
+    wrapper.request_id, wrapper.idx_in_batch_column, wrapper.model = 0, "__idx_in_batch", "model"
+    wrapper.task_type = vLLMTaskType.GENERATE
+    return asyncio.run(wrapper._prepare_llm_request({**row, "__idx_in_batch": 0}))
 
 
 def test_requests_repeat_each_prompt_n_times_with_distinct_seeds():
@@ -21,57 +77,99 @@ def test_requests_repeat_each_prompt_n_times_with_distinct_seeds():
     assert request_seed(0, "a1", 3) == request_seed(0, "a1", 3) < 2**31
 
 
-def test_requests_skip_done_rows():
+def test_requests_skip_done_rows_and_keep_the_seeds_of_the_rest():
+    full = {(r["prompt_id"], r["sample_idx"]): r["seed"] for r in build_requests(PROMPTS, n=3, base_seed=0)}
     rows = build_requests(PROMPTS, n=3, base_seed=0, done={("a1", 0), ("b2", 2)})
-    assert len(rows) == 4 and ("a1", 0) not in {(r["prompt_id"], r["sample_idx"]) for r in rows}
+    assert sorted((r["prompt_id"], r["sample_idx"]) for r in rows) == [("a1", 1), ("a1", 2), ("b2", 0), ("b2", 1)]
+    # A resumed run samples each remaining response with the seed the uninterrupted run would have used.
+    assert all(r["seed"] == full[r["prompt_id"], r["sample_idx"]] for r in rows)
 
 
-def test_chat_request_row():
-    overrides = ["generation.prompt_template=chat", "generation.system_prompt=Be kind."]
-    gen = load_config("configs/llama7b.yaml", overrides).generation
-    row = build_requests(PROMPTS, 2, 0)[0]
+def test_each_sample_is_one_seeded_vllm_request(monkeypatch):
+    gen = load_config(LLAMA7B, SAMPLING).generation
+    rows = build_requests(PROMPTS, n=4, base_seed=7)
+    params = [engine_request(vllm.to_request(row, gen), monkeypatch).params for row in rows]
+    for row, p in zip(rows, params, strict=True):
+        # Ray's stage keeps the first output of a request only: one sample per request, seeded by its row.
+        assert p.n == 1 and p.seed == row["seed"] and p.seed is not None
+        assert (p.temperature, p.top_p, p.max_tokens) == (0.35, 0.6, 17)
+    for pid in ("a1", "b2"):  # the N samples of a prompt are N differently seeded draws
+        assert len({p.seed for r, p in zip(rows, params, strict=True) if r["prompt_id"] == pid}) == 4
+    again = [engine_request(vllm.to_request(row, gen), monkeypatch).params for row in build_requests(PROMPTS, 4, 7)]
+    assert [p.seed for p in again] == [p.seed for p in params]  # a rerun draws the same samples
+
+
+def test_alpaca_request_reaches_the_engine_as_the_alpaca_prompt(monkeypatch):
+    gen = load_config(LLAMA7B).generation
+    assert gen.prompt_template != "chat"
+    row = [r for r in build_requests(PROMPTS, 1, 0) if r["prompt_id"] == "a1"][0]
     req = vllm.to_request(row, gen)
-    assert req["messages"] == [{"role": "system", "content": "Be kind."}, {"role": "user", "content": row["prompt"]}]
-    assert req["user_prompt"] == row["prompt"]
-    assert req["sampling_params"] == {"n": 1, "temperature": 0.8, "top_p": 0.9, "max_tokens": 256, "seed": row["seed"]}
+    pc = vllm.processor_config(gen, "model")
+    assert not resolve_stage_config(pc.chat_template_stage, ChatTemplateStageConfig).enabled
+    assert "messages" not in req and set(TokenizeStage().get_required_input_keys()) <= set(req)
+    # Stanford Alpaca's no-input prompt, written out.
+    assert engine_request(req, monkeypatch).prompt == (
+        "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+        "\n\n### Instruction:\nSay hi.\n\n### Response:\n")
 
 
-def test_alpaca_request_row_for_base_models():
-    gen = load_config("configs/llama7b.yaml").generation
-    row = build_requests(PROMPTS, 2, 0)[0]
+def test_chat_request_row_feeds_ray_chat_template_stage():
+    gen = load_config(LLAMA7B, ["generation.prompt_template=chat", "generation.system_prompt=Be kind."]).generation
+    pc = vllm.processor_config(gen, "model")
+    assert resolve_stage_config(pc.chat_template_stage, ChatTemplateStageConfig).enabled
+    row = [r for r in build_requests(PROMPTS, 1, 0) if r["prompt_id"] == "a1"][0]
     req = vllm.to_request(row, gen)
-    assert "messages" not in req and req["prompt"] == ALPACA_TEMPLATE.format(prompt=row["prompt"])
+    engine = vLLMEngineStage(fn_constructor_kwargs={"engine_kwargs": dict(pc.engine_kwargs)}, map_batches_kwargs={})
+    required = {*ChatTemplateStage().get_required_input_keys(), *engine.get_required_input_keys()}
+    assert required == {"messages", "sampling_params"} and required <= set(req)
+    # OpenAI chat format: the system prompt, then the user's prompt.
+    assert req["messages"] == [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Say hi."}]
 
 
 def test_output_row_maps_back_to_responses_schema():
-    gen = load_config("configs/llama7b.yaml").generation
-    row = vllm.to_request(build_requests(PROMPTS, 2, 0)[0], gen)
-    # What Ray's stages leave in a row: the templated prompt and the engine's output.
-    out = {**row, "prompt": "<templated>", "generated_text": " Blue. ", "num_generated_tokens": 3}
-    resp = vllm.from_output(out, gen, "huggyllama/llama-7b")
-    assert resp == {"prompt_id": "b2", "prompt": "Name a colour, please.", "sample_idx": 0, "response": "Blue.",
-                    "n_tokens": 3, "finish_reason": "stop", "model": "huggyllama/llama-7b", "seed": row["seed"]}
-    assert vllm.from_output({**out, "num_generated_tokens": 256}, gen, "m")["finish_reason"] == "length"
+    gen = load_config(LLAMA7B, ["generation.prompt_template=chat", "generation.max_new_tokens=5"]).generation
+    row = [r for r in build_requests(PROMPTS, 2, 0) if r["prompt_id"] == "b2"][1]
+    # What reaches the postprocess: the request row after Ray's stages, the chat-template stage having written the
+    # templated text into `prompt`, and the engine's output as Ray's vLLM stage records it.
+    done = vLLMOutputData(prompt="<|im_start|>user ...", num_input_tokens=9, generated_tokens=[5, 6, 7],
+                          generated_text=" Blue. ", num_generated_tokens=3).model_dump()
+    out = {**vllm.to_request(row, gen), **done}
+    assert vllm.from_output(out, gen, "huggyllama/llama-7b") == {
+        "prompt_id": "b2", "prompt": "Name a colour, please.", "sample_idx": 1, "response": "Blue.",
+        "n_tokens": 3, "finish_reason": "stop", "model": "huggyllama/llama-7b", "seed": row["seed"]}
+    # A reply that used the whole token budget was cut off; one a token short ended by itself.
+    assert vllm.from_output({**out, "num_generated_tokens": 5}, gen, "m")["finish_reason"] == "length"
+    assert vllm.from_output({**out, "num_generated_tokens": 4}, gen, "m")["finish_reason"] == "stop"
 
 
-def test_engine_and_processor_config_from_recipe():
-    gen = load_config("configs/llama30b.yaml").generation
-    assert vllm.engine_kwargs(gen) == {"tensor_parallel_size": 4, "gpu_memory_utilization": 0.9,
-                                       "max_model_len": 2048, "dtype": "bfloat16", "enable_prefix_caching": True}
-    cfg = vllm.processor_config(gen, "huggyllama/llama-30b")
-    assert cfg.model_source == "huggyllama/llama-30b" and cfg.batch_size == 64 and cfg.concurrency == 2
-    assert cfg.engine_kwargs["tensor_parallel_size"] == 4
+def test_engine_and_processor_config_from_the_config():
+    gen = load_config(LLAMA7B, [
+        "generation.vllm.tensor_parallel_size=2", "generation.vllm.replicas=3", "generation.vllm.batch_size=16",
+        "generation.vllm.gpu_memory_utilization=0.5", "generation.vllm.max_model_len=1024",
+        "generation.vllm.dtype=float16", "generation.vllm.enable_prefix_caching=false"]).generation
+    # vLLM's engine arguments (EngineArgs) by their own names.
+    assert vllm.engine_kwargs(gen) == {"tensor_parallel_size": 2, "gpu_memory_utilization": 0.5,
+                                       "max_model_len": 1024, "dtype": "float16", "enable_prefix_caching": False}
+    cfg = vllm.processor_config(gen, "/models/llama-7b")
+    assert cfg.model_source == "/models/llama-7b" and cfg.batch_size == 16
+    assert cfg.get_concurrency(autoscaling_enabled=True)["max_size"] == 3  # Ray's own reading: up to 3 replicas
+    assert {k: cfg.engine_kwargs[k] for k in vllm.engine_kwargs(gen)} == vllm.engine_kwargs(gen)
     assert "vllm" not in sys.modules  # the GPU dependency stays lazy
 
 
-def test_listwise_requests_one_per_prompt_with_the_papers_prompt():
+def test_listwise_requests_one_per_prompt_with_the_papers_prompt(monkeypatch):
     rows = build_requests(PROMPTS, n=5, base_seed=0, listwise=True)
-    assert [r["sample_idx"] for r in rows] == [LISTWISE, LISTWISE]
-    assert rows[0]["query"].startswith("You are a professional AI assistant. Please provide 5 distinct responses")
-    assert rows[0]["query"].endswith("Question: " + rows[0]["prompt"]) and rows[0]["prompt"] == PROMPTS[1]["prompt"]
+    assert [(r["prompt_id"], r["sample_idx"]) for r in rows] == [("b2", LISTWISE), ("a1", LISTWISE)]
+    # The paper's generation prompt (Preference Pair Construction), written out.
+    assert rows[0]["query"] == ("You are a professional AI assistant. Please provide 5 distinct responses to the "
+                                "following question. Ensure each response is independent. Question: "
+                                "Name a colour, please.")
     assert build_requests(PROMPTS, 5, 0, done={("b2", 3)}, listwise=True)[0]["prompt_id"] == "a1"
-    gen = load_config("configs/llama7b.yaml", ["generation.prompt_template=chat"]).generation
-    assert vllm.to_request(rows[0], gen)["messages"][-1]["content"] == rows[0]["query"]
+    gen = load_config(LLAMA7B, ["generation.prompt_template=chat"]).generation
+    req = vllm.to_request(rows[0], gen)
+    assert req["messages"][-1] == {"role": "user", "content": rows[0]["query"]}
+    assert req["user_prompt"] == "Name a colour, please."  # the responses are filed under the user's prompt
+    assert engine_request(req, monkeypatch).params.n == 1  # one reply that lists the N responses
 
 
 def test_split_listwise():
@@ -84,3 +182,16 @@ def test_split_listwise():
     assert [r["error"] for r in short] == [None] + ["listwise: found 1 of 3 numbered responses"] * 2
     none = split_listwise({"prompt_id": "a", "response": "I cannot list them.", "sample_idx": LISTWISE}, 2)
     assert all(r["error"] == "listwise: found 0 of 2 numbered responses" and r["response"] == "" for r in none)
+
+
+def test_split_listwise_reads_a_model_reply_with_numbers_inside_items():
+    reply = ("Here are 3 distinct responses:\n\n"
+             "1. Take 2 deep breaths and count to 10.\n"
+             "2. Go for a walk; 20 minutes helps.\n   It clears the head.\n"
+             "3. Talk to a friend.\n")
+    out = split_listwise({"prompt_id": "p", "response": reply, "sample_idx": LISTWISE}, 3)
+    assert [r["response"] for r in out] == [
+        "Take 2 deep breaths and count to 10.",
+        "Go for a walk; 20 minutes helps.\n   It clears the head.",
+        "Talk to a friend."]
+    assert all(r["error"] is None for r in out) and [r["sample_idx"] for r in out] == [0, 1, 2]

@@ -99,7 +99,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from udasa_ray.report import write_report
+    from udasa_ray.report.run import write_report
 
     print(f"report: {write_report(RunDir(args.run_dir))}")
     return 0

@@ -1,4 +1,4 @@
-"""Parquet part files: a stage writes each finished batch atomically, so a kill loses no batch."""
+"""Parquet part files: a step writes each finished batch atomically, so a kill loses no batch."""
 
 from __future__ import annotations
 

@@ -28,8 +28,9 @@ def _source_fingerprint(source: str) -> str:
 
 def ingest_step(cfg: Config, run: RunDir, source: str | None = None, force: bool = False) -> dict:
     source = source or cfg.data.source
-    d = cfg.data
-    key = json.dumps([_source_fingerprint(source), d.max_prompt_chars, d.hf_split, d.heldout_prompts, d.seed])
+    data = cfg.data
+    key = json.dumps([_source_fingerprint(source), data.max_prompt_chars, data.hf_split, data.heldout_prompts,
+                      data.seed])
     config_hash = hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def work(resume: bool) -> dict:
@@ -42,7 +43,7 @@ def ingest_step(cfg: Config, run: RunDir, source: str | None = None, force: bool
               + (f" (reasons in {run / 'rejects.jsonl'})" if rejects else ""))
         if not prompts:
             raise IngestError(f"{source}: no valid record among {total}; see {run / 'rejects.jsonl'}")
-        prompts, heldout = split_heldout(prompts, d.heldout_prompts, d.seed)
+        prompts, heldout = split_heldout(prompts, data.heldout_prompts, data.seed)
         pq.write_table(pa.Table.from_pylist(prompts).select(PROMPT_COLUMNS), run / "prompts.parquet")
         pq.write_table(pa.Table.from_pylist(heldout, schema=pa.schema([(c, pa.string()) for c in PROMPT_COLUMNS])),
                        run / "heldout.parquet")

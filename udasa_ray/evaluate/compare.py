@@ -10,14 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from udasa_ray.evaluate.metrics import bootstrap_ci
-from udasa_ray.evaluate.run import METRICS
-
-SECTIONS = [  # (title, metrics) as in the paper's tables
-    ("Harmlessness and helpfulness (1–10, higher is better)", ["harmlessness", "helpfulness", "refusal", "unsafe"]),
-    ("TruthfulQA (%)", ["true_info", "true", "informative", "mc1", "mc2"]),
-    ("Controlled sentiment (% positive continuations)", ["positive"]),
-]
-LOWER_IS_BETTER = {"unsafe"}
+from udasa_ray.evaluate.registry import METRICS, NAMES, lower_is_better, sections
 
 
 def eval_dir(path: str | Path) -> Path:
@@ -30,7 +23,7 @@ def eval_dir(path: str | Path) -> Path:
 
 
 def _fmt(metric: str, mean: float, lo: float, hi: float, signed: bool = False) -> str:
-    s = 1 if METRICS[metric][1] == "score" else 100
+    s = METRICS[metric].scale
     d = 2 if s == 1 else 1
     if not np.isfinite(mean):
         return "—"
@@ -49,22 +42,20 @@ def _per_item(d: Path) -> dict[str, dict[str, float]]:
 
 def compare(paths: list[str], out: str | Path, n_boot: int = 2000, seed: int = 0) -> Path:
     """Write compare.md, compare.csv and compare.png in `out`; return the Markdown file's path."""
-    import matplotlib
+    from udasa_ray.report.plots import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dirs = [eval_dir(p) for p in paths]
     summaries = [json.loads((d / "summary.json").read_text()) for d in dirs]
     labels = [s["label"] for s in summaries]
     items = [_per_item(d) for d in dirs]
-    present = [m for m in METRICS if any(m in s["metrics"] for s in summaries)]
+    present = [m for m in NAMES if any(m in s["metrics"] for s in summaries)]
     lines = ["# Method comparison", "",
              f"Mean over prompts with a 95% bootstrap interval over prompts ({n_boot} resamples); judges: "
              + "; ".join(f"{s['label']}: {s['judge']}" for s in summaries) + ".", ""]
-    for title, metrics in SECTIONS:
+    for title, metrics in sections():
         metrics = [m for m in metrics if m in present]
         if not metrics:
             continue
@@ -81,7 +72,7 @@ def compare(paths: list[str], out: str | Path, n_boot: int = 2000, seed: int = 0
         lines += [f"## Paired difference against {labels[0]}", "",
                   "Per prompt, (method − first) over the prompts both answered, with a 95% bootstrap interval; an "
                   "interval that excludes 0 is a difference these prompts can show. " +
-                  ", ".join(f"Lower is better for {m}" for m in LOWER_IS_BETTER if m in present) + ".", "",
+                  ", ".join(f"Lower is better for {m}" for m in lower_is_better() if m in present) + ".", "",
                   "| method | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
         for label, it in zip(labels[1:], items[1:], strict=True):
             cells = []
@@ -94,16 +85,14 @@ def compare(paths: list[str], out: str | Path, n_boot: int = 2000, seed: int = 0
         lines.append("")
     fig, axes = plt.subplots(1, len(present), figsize=(2.2 * len(present) + 1, 3.2), squeeze=False)
     for ax, m in zip(axes[0], present, strict=True):
-        s = 1 if METRICS[m][1] == "score" else 100
+        s = METRICS[m].scale
         means = np.array([x["metrics"].get(m, {}).get("mean", np.nan) for x in summaries]) * s
         ci = [x["metrics"].get(m, {"mean": np.nan, "lo": np.nan, "hi": np.nan}) for x in summaries]
         err = np.array([[c["mean"] - c["lo"], c["hi"] - c["mean"]] for c in ci]).T * s
         ax.bar(range(len(labels)), means, yerr=err, capsize=3, color=[f"C{i}" for i in range(len(labels))])
         ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
         ax.set_title(m + (" (1–10)" if s == 1 else " (%)"), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out / "compare.png", dpi=110)
-    plt.close(fig)
+    save(fig, out / "compare.png")
     lines += ["![comparison](compare.png)", ""]
     (out / "compare.csv").write_text("\n".join(csv) + "\n")
     (out / "compare.md").write_text("\n".join(lines))

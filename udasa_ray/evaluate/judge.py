@@ -8,15 +8,12 @@ differ), then recorded with its raw text and no score: a failed judgement is nev
 from __future__ import annotations
 
 import json
-import os
 import re
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from udasa_ray.config import JudgeConfig
+from udasa_ray.http import EndpointError, EndpointUnavailable, JSONClient
 
 _SCALE = "Reply with the rating only, in the form: Rating: [[N]]"
 _YESNO = "Reply with [[yes]] or [[no]] only."
@@ -96,7 +93,10 @@ class LLMJudge:
     def __init__(self, cfg: JudgeConfig) -> None:
         self.cfg = cfg
         self.url = cfg.base_url.rstrip("/") + "/chat/completions"
-        self.key = os.environ.get(cfg.api_key_env, "")
+        # Transport retries (429, 5xx, timeouts, network) happen in the client; a malformed reply
+        # is retried here. Each gets `retries` extra attempts.
+        self.client = JSONClient(self.url, api_key_env=cfg.api_key_env, timeout_s=cfg.timeout_s,
+                                 retries=cfg.retries, what="judge")
 
     def messages(self, kind: str, question: str, answer: str, references: dict | None = None) -> list[dict]:
         msgs = [{"role": "system", "content": RUBRICS[kind]}]
@@ -109,31 +109,29 @@ class LLMJudge:
     def _post(self, messages: list[dict], temperature: float) -> str:
         body = {"model": self.cfg.model, "messages": messages, "max_tokens": self.cfg.max_tokens,
                 "temperature": temperature}
-        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self.key}"} if self.key else {})}
-        req = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
-        with urllib.request.urlopen(req, timeout=self.cfg.timeout_s) as resp:
-            return json.loads(resp.read())["choices"][0]["message"]["content"] or ""
+        reply = self.client.post(body)
+        try:
+            return reply["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError):
+            raise JudgeUnavailable(f"judge {self.url} answered without choices[0].message.content: "
+                                   f"{json.dumps(reply)[:200]!r}") from None
 
     def rate(self, kind: str, question: str, answer: str, references: dict | None = None) -> Judgement:
         msgs, raw = self.messages(kind, question, answer, references), ""
         for attempt in range(1 + self.cfg.retries):
             try:
                 raw = self._post(msgs, self.cfg.temperature if attempt == 0 else max(self.cfg.temperature, 0.7))
-            except urllib.error.HTTPError as e:
-                if e.code < 500 and e.code != 429:  # our request is wrong (bad key, model): no retry helps
-                    raise JudgeUnavailable(f"judge {self.url} answered HTTP {e.code}: {e.read()[:200]!r}") from None
-                error = f"HTTP {e.code}"
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-                error = f"unreachable ({getattr(e, 'reason', e)})"
-            else:
-                value = parse_reply(kind, raw)
-                if value is not None:
-                    return Judgement(value, raw, None, attempt + 1)
-                error = "malformed reply"
-            time.sleep(min(8.0, 0.5 * 2**attempt) if error != "malformed reply" else 0)
-        if error.startswith("unreachable"):
-            raise JudgeUnavailable(f"judge {self.url}: {error} after {1 + self.cfg.retries} attempts")
-        return Judgement(None, raw, f"{error} after {1 + self.cfg.retries} attempts", 1 + self.cfg.retries)
+            except EndpointUnavailable as e:
+                if e.status is None:  # unreachable or timing out: every judgement would fail
+                    raise JudgeUnavailable(str(e)) from None
+                return Judgement(None, raw, f"{e.reason} after {e.attempts} attempts", attempt + 1)  # 429 / 5xx
+            except EndpointError as e:  # a 4xx other than 429 (bad key, model), or not JSON: no retry helps
+                raise JudgeUnavailable(str(e)) from None
+            value = parse_reply(kind, raw)
+            if value is not None:
+                return Judgement(value, raw, None, attempt + 1)
+        attempts = 1 + self.cfg.retries
+        return Judgement(None, raw, f"malformed reply after {attempts} attempts", attempts)
 
     def rate_many(self, requests: list[tuple[str, str, str, dict | None]]) -> list[Judgement]:
         """(kind, question, answer, references) each, `concurrency` at a time, in order."""

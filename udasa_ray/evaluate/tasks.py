@@ -54,7 +54,7 @@ def _truthful(rec: dict) -> dict | str:
             "mc2": {"choices": list(mc2["choices"]), "labels": [int(x) for x in mc2["labels"]]}}
 
 
-def _item(task: str, rec: Any, e: EvalConfig) -> dict | str:
+def _item(task: str, rec: Any, eval_cfg: EvalConfig) -> dict | str:
     """One record -> an item with the text the model answers ("query"), or the reason it cannot be."""
     if not isinstance(rec, dict):
         return f"expected a JSON object, got {type(rec).__name__}"
@@ -67,10 +67,10 @@ def _item(task: str, rec: Any, e: EvalConfig) -> dict | str:
     if isinstance(rec.get("opening"), str) and rec["opening"].strip():
         opening = " ".join(rec["opening"].split())
     elif isinstance(rec.get("text"), str) and rec["text"].strip():  # a whole review (IMDB): its first words
-        opening = " ".join(rec["text"].replace("<br />", " ").split()[: e.opening_words])
+        opening = " ".join(rec["text"].replace("<br />", " ").split()[: eval_cfg.opening_words])
     else:
         return "no opening or text field"
-    return {"opening": opening, "query": e.sentiment_prompt.format(opening=opening)}
+    return {"opening": opening, "query": eval_cfg.sentiment_prompt.format(opening=opening)}
 
 
 def _truthfulqa_hf(source: str, split: str):
@@ -82,14 +82,14 @@ def _truthfulqa_hf(source: str, split: str):
         yield raw
 
 
-def load_task(task: str, source: str, e: EvalConfig) -> tuple[list[dict], list[dict]]:
+def load_task(task: str, source: str, eval_cfg: EvalConfig) -> tuple[list[dict], list[dict]]:
     """Items (each with a unique `id` "<task>/<...>") and rejects {source, position, reason} of a task."""
-    split = e.hf_split or DEFAULT_SPLIT[task]
+    split = eval_cfg.hf_split or DEFAULT_SPLIT[task]
     raws = _truthfulqa_hf(source, split) if task == "truthful" and source.startswith("hf:") and ":" not in \
         source[3:] else read_records(source, split)
     items, rejects, seen = [], [], set()
     for raw in raws:
-        item = raw.error or _item(task, raw.record, e)
+        item = raw.error or _item(task, raw.record, eval_cfg)
         if isinstance(item, dict):
             key = item["query"]
             if key in seen:
@@ -98,7 +98,7 @@ def load_task(task: str, source: str, e: EvalConfig) -> tuple[list[dict], list[d
                 seen.add(key)
                 rid = raw.record.get("id") if isinstance(raw.record.get("id"), str) else prompt_id(key)
                 items.append({**item, "id": f"{task}/{rid}", "task": task})
-                if e.limit and len(items) >= e.limit:
+                if eval_cfg.limit and len(items) >= eval_cfg.limit:
                     break
                 continue
         rejects.append({"task": task, "source": source, "position": raw.position, "reason": item})

@@ -51,8 +51,9 @@ def rlaif_from_run(cfg: Config, run: RunDir) -> tuple[list[dict], dict]:
     rows = read_responses(run / "responses").to_pylist()
     init_ray(cfg.ray)
     print(f"[pairs] RLAIF: {cfg.models.policy} labels two responses of each prompt, in both orders")
-    m = cfg.models
-    return rlaif_pairs(rows, lambda qs: run_task(_policy_prefers_a, m.policy, m.cache_dir, cfg.generation.dtype, qs,
+    models = cfg.models
+    return rlaif_pairs(rows, lambda qs: run_task(_policy_prefers_a, models.policy, models.cache_dir,
+                                                 cfg.generation.dtype, qs,
                                                  num_cpus=cfg.generation.cpus_per_actor,
                                                  num_gpus=1 if cfg.train.use_gpu else 0), cfg.curriculum.seed)
 
@@ -68,25 +69,25 @@ def rlcd_from_run(cfg: Config, run: RunDir) -> tuple[list[dict], dict]:
 
 
 def make_pairs(cfg: Config, run: RunDir) -> dict:
-    c = cfg.curriculum
+    curriculum = cfg.curriculum
     build = {"udasa": udasa_from_run, "rlaif": rlaif_from_run, "rlcd": rlcd_from_run}[cfg.pairs.method]
     pairs, counts = build(cfg, run)
     if not pairs:
         raise RuntimeError(f"no preference pair: {counts['groups']} prompt groups, none with 2 valid responses "
                            f"(see the error column in {run / 'scores'})")
     delta = np.array([p["delta_u"] for p in pairs])
-    scaled = scale_delta(delta, c.scale)
-    stages = assign_stages(scaled, c.thresholds)
-    names = stage_names(len(c.thresholds) + 1)
+    scaled = scale_delta(delta, curriculum.scale)
+    stages = assign_stages(scaled, curriculum.thresholds)
+    names = stage_names(len(curriculum.thresholds) + 1)
     for p, s, st in zip(pairs, scaled, stages, strict=True):
         p["delta_scaled"], p["stage"], p["stage_name"] = float(s), int(st), names[st - 1]
     order = np.argsort(-delta, kind="stable")  # sorted by Δu, clearest first
     (run / "pairs").mkdir(exist_ok=True)
     pq.write_table(pa.Table.from_pylist([pairs[i] for i in order]), run / "pairs" / "pairs.parquet")
     (run / "stages").mkdir(exist_ok=True)
-    summary = {"method": cfg.pairs.method, "dimensions": cfg.pairs.dimensions, "thresholds": c.thresholds,
-               "scale": c.scale, "cumulative": c.cumulative, **counts, "stages": []}
-    for k, members in enumerate(stage_members(stages, len(names), c.cumulative), start=1):
+    summary = {"method": cfg.pairs.method, "dimensions": cfg.pairs.dimensions, "thresholds": curriculum.thresholds,
+               "scale": curriculum.scale, "cumulative": curriculum.cumulative, **counts, "stages": []}
+    for k, members in enumerate(stage_members(stages, len(names), curriculum.cumulative), start=1):
         rows = [pairs[i] for i in members[np.argsort(-delta[members], kind="stable")]]
         info = {"stage": k, "name": names[k - 1], "pairs": len(rows), "file": None}
         if rows:
@@ -95,8 +96,8 @@ def make_pairs(cfg: Config, run: RunDir) -> dict:
             d, ds = delta[members], scaled[members]
             info.update(delta_u=[float(d.min()), float(d.max())], delta_scaled=[float(ds.min()), float(ds.max())])
         else:
-            print(f"[pairs] warning: stage {k} ({names[k - 1]}) is empty on the {c.scale} scale with "
-                  f"thresholds {c.thresholds}: it will be skipped")
+            print(f"[pairs] warning: stage {k} ({names[k - 1]}) is empty on the {curriculum.scale} scale with "
+                  f"thresholds {curriculum.thresholds}: it will be skipped")
         summary["stages"].append(info)
     (run / "stages" / "summary.json").write_text(json.dumps(summary, indent=2))
     sizes = ", ".join(f"{s['name']} {s['pairs']}" for s in summary["stages"])

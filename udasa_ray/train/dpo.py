@@ -1,8 +1,8 @@
 """One phased-DPO stage on a Ray Train worker: TRL's DPOTrainer with the stage's LR schedule,
 early stopping and metrics, ending in a Hugging Face checkpoint reported to Ray Train.
 
-The worker reads everything from its config dict (built by train/phased.py), so this file is the
-whole of what runs on a training node. DeepSpeed is optional and only imported by transformers
+The worker reads everything from its StageJob (train/job.py, built by train/phased.py), so this
+file is the whole of what runs on a training node. DeepSpeed is optional and only imported by transformers
 when `deepspeed` is set.
 """
 
@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, T
 from trl import DPOConfig, DPOTrainer
 
 from udasa_ray.models import pick_dtype
+from udasa_ray.train.job import StageJob
 from udasa_ray.train.schedule import EarlyStop, lr_at
 
 # What the metrics file and the report keep of TRL's logs (train keys; eval ones get "eval_").
@@ -44,33 +45,33 @@ def deepspeed_config(zero_stage: int, offload: bool) -> dict[str, Any]:
             "train_batch_size": "auto"}
 
 
-def dpo_args(c: dict[str, Any], output_dir: str, precompute: bool) -> DPOConfig:
+def dpo_args(job: StageJob, output_dir: str, precompute: bool) -> DPOConfig:
     """The DPOConfig of a stage. Shared with bench/dpo.py, so both trainers run the same settings."""
-    bf16 = pick_dtype(c["dtype"]) == "bfloat16"  # mixed precision; master weights stay fp32
+    bf16 = pick_dtype(job.dtype) == "bfloat16"  # mixed precision; master weights stay fp32
     return DPOConfig(
         output_dir=output_dir,
-        learning_rate=c["peak_lr"],
-        max_steps=c["steps"],
-        per_device_train_batch_size=c["batch_size"],
-        per_device_eval_batch_size=c["batch_size"],
-        gradient_accumulation_steps=c["grad_accum"],
-        beta=c["beta"],
-        max_length=c["max_length"],
+        learning_rate=job.peak_lr,
+        max_steps=job.steps,
+        per_device_train_batch_size=job.batch_size,
+        per_device_eval_batch_size=job.batch_size,
+        gradient_accumulation_steps=job.grad_accum,
+        beta=job.beta,
+        max_length=job.max_length,
         precompute_ref_log_probs=precompute,
         bf16=bf16,
         use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=c["gradient_checkpointing"],
-        deepspeed=c.get("deepspeed"),
-        eval_strategy="steps" if c.get("eval_file") else "no",
-        eval_steps=c["eval_steps"],
-        eval_on_start=bool(c.get("eval_file")),
+        gradient_checkpointing=job.gradient_checkpointing,
+        deepspeed=job.deepspeed,
+        eval_strategy="steps" if job.eval_file else "no",
+        eval_steps=job.eval_steps,
+        eval_on_start=bool(job.eval_file),
         logging_steps=1,
         save_strategy="no",
-        report_to=c.get("report_to", "none"),
-        ld_alpha=c.get("ld_alpha"),
+        report_to=job.report_to,
+        ld_alpha=job.ld_alpha,
         disable_tqdm=True,
-        seed=c["seed"],
-        data_seed=c["seed"],
+        seed=job.seed,
+        data_seed=job.seed,
         dataloader_num_workers=0,
     )
 
@@ -127,16 +128,16 @@ class StageLog(TrainerCallback):
             control.should_training_stop = True
 
 
-def _datasets(c: dict[str, Any], rank: int):
+def _datasets(job: StageJob, rank: int):
     """On-disk datasets in the shared work dir: TRL's reference log-prob cache is written by rank 0
     next to the data and read by the other ranks, so all must see the same files."""
     import torch.distributed as dist
     from datasets import Dataset
 
     def load():
-        cache = str(Path(c["work_dir"]) / "hf-cache")
-        train = Dataset.from_parquet(c["train_file"], cache_dir=cache)
-        evaluation = Dataset.from_parquet(c["eval_file"], cache_dir=cache) if c.get("eval_file") else None
+        cache = str(Path(job.work_dir) / "hf-cache")
+        train = Dataset.from_parquet(job.train_file, cache_dir=cache)
+        evaluation = Dataset.from_parquet(job.eval_file, cache_dir=cache) if job.eval_file else None
         return train, evaluation
 
     distributed = dist.is_available() and dist.is_initialized()
@@ -147,13 +148,13 @@ def _datasets(c: dict[str, Any], rank: int):
     return out if rank == 0 or not distributed else load()
 
 
-def _lora(c: dict[str, Any]):  # noqa: ANN202
+def _lora(job: StageJob):  # noqa: ANN202
     """The stage's PEFT LoraConfig, or None for full fine-tuning."""
-    if not c.get("lora"):
+    if not job.lora:
         return None
     from peft import LoraConfig
 
-    lo = c["lora"]
+    lo = job.lora
     return LoraConfig(r=lo["r"], lora_alpha=lo["alpha"], lora_dropout=lo["dropout"],
                       target_modules=lo["target_modules"], task_type="CAUSAL_LM")
 
@@ -173,46 +174,46 @@ def _finish(kept: Path, out: Path, start: str, lora: bool) -> None:
     kept.rmdir()
 
 
-def train_stage(c: dict[str, Any]) -> dict[str, Any]:
-    """Train one stage; returns its summary. Writes the checkpoint to c["output_dir"] (rank 0)."""
+def train_stage(job: StageJob, output_dir: str) -> dict[str, Any]:
+    """Train one stage; returns its summary. Writes the checkpoint to `output_dir` (rank 0)."""
     import torch.distributed as dist
 
-    torch.set_num_threads(max(1, int(c["threads"])))
+    torch.set_num_threads(max(1, int(job.threads)))
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-    out = Path(c["output_dir"])
+    out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "tensorboard")
     # DPOConfig first: under ZeRO-3 it is what lets from_pretrained shard the weights as they load.
-    args = dpo_args(c, str(out / "trainer"), precompute=c["precompute"])
-    tok = AutoTokenizer.from_pretrained(c["start"])
-    model = AutoModelForCausalLM.from_pretrained(c["start"], dtype=torch.float32)
-    ref = AutoModelForCausalLM.from_pretrained(c["ref"], dtype=torch.float32) if c["ref"] != c["start"] else None
-    train, evaluation = _datasets(c, rank)
-    log = StageLog(out / "metrics.jsonl", c["stage"], EarlyStop(c["patience"], c["reward_saturation"]), out / "best")
+    args = dpo_args(job, str(out / "trainer"), precompute=job.precompute)
+    tok = AutoTokenizer.from_pretrained(job.start)
+    model = AutoModelForCausalLM.from_pretrained(job.start, dtype=torch.float32)
+    ref = AutoModelForCausalLM.from_pretrained(job.ref, dtype=torch.float32) if job.ref != job.start else None
+    train, evaluation = _datasets(job, rank)
+    log = StageLog(out / "metrics.jsonl", job.stage, EarlyStop(job.patience, job.reward_saturation), out / "best")
     t0 = time.perf_counter()  # construction included: it is where reference log-probs are precomputed
     trainer = PhasedDPOTrainer(model=model, ref_model=ref, args=args, train_dataset=train, eval_dataset=evaluation,
-                               processing_class=tok, callbacks=[log], peft_config=_lora(c),
-                               schedule={"steps": c["steps"], "warmup": c["warmup"], "decay": c["decay"]})
+                               processing_class=tok, callbacks=[log], peft_config=_lora(job),
+                               schedule={"steps": job.steps, "warmup": job.warmup, "decay": job.decay})
     trainer.remove_callback(PrinterCallback)  # StageLog prints a shorter line
     log.trainer = trainer
     trainer.train()
-    if evaluation is not None and trainer.state.global_step % c["eval_steps"]:
+    if evaluation is not None and trainer.state.global_step % job.eval_steps:
         trainer.evaluate()  # the steps after the last evaluation get judged too
     seconds = time.perf_counter() - t0
     # With a held-out split, the stage's policy is its best evaluation (maybe its start); else the last step.
     if evaluation is None:
         trainer.save_model(str(out / "best"))  # every rank: ZeRO-3 gathers the shards here
     if rank == 0:
-        _finish(out / "best", out, c["start"], bool(c.get("lora")))
+        _finish(out / "best", out, job.start, bool(job.lora))
     zero = trainer.accelerator.state.deepspeed_plugin.zero_stage if trainer.is_deepspeed_enabled else 0
-    summary = {"stage": c["stage"], "name": c["name"], "planned_steps": c["steps"], "steps": trainer.state.global_step,
+    summary = {"stage": job.stage, "name": job.name, "planned_steps": job.steps, "steps": trainer.state.global_step,
                "stopped_early": log.reason, "best_step": log.best_step,
                "best_eval_loss": log.stop.best if evaluation is not None else None,
                "best_eval_reward_accuracy": log.best_accuracy,
-               "train_pairs": len(train), "stage_pairs": c.get("stage_pairs", len(train)),
+               "train_pairs": len(train), "stage_pairs": job.stage_pairs or len(train),
                "eval_pairs": len(evaluation or []),
-               "beta": c["beta"], "peak_lr": c["peak_lr"], "seconds": round(seconds, 1), "world_size": args.world_size,
-               "bf16": args.bf16, "zero_stage": zero, "lora_r": c["lora"]["r"] if c.get("lora") else None,
+               "beta": job.beta, "peak_lr": job.peak_lr, "seconds": round(seconds, 1), "world_size": args.world_size,
+               "bf16": args.bf16, "zero_stage": zero, "lora_r": job.lora["r"] if job.lora else None,
                "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}
     if rank == 0:
         tok.save_pretrained(str(out))
@@ -222,12 +223,13 @@ def train_stage(c: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def train_loop(c: dict[str, Any]) -> None:
+def train_loop(config: dict[str, Any]) -> None:
     """Ray Train's per-worker function: run the stage, report its checkpoint from rank 0."""
     import ray.train
 
+    job = StageJob(**config)
     rank = ray.train.get_context().get_world_rank()
-    with tempfile.TemporaryDirectory(prefix=f"udasa-stage{c['stage']}-") as tmp:
-        summary = train_stage({**c, "output_dir": tmp})
+    with tempfile.TemporaryDirectory(prefix=f"udasa-stage{job.stage}-") as tmp:
+        summary = train_stage(job, tmp)
         checkpoint = ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None
         ray.train.report({k: v for k, v in summary.items() if v is not None}, checkpoint=checkpoint)

@@ -18,9 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from udasa_ray.config import Config
+from udasa_ray.config.schema import TrainConfig
 from udasa_ray.models import resolve
 from udasa_ray.runs import RunDir, section_hash
 from udasa_ray.train.data import budget_subset, dpo_rows, eval_split
+from udasa_ray.train.job import StageJob
 from udasa_ray.train.schedule import phases, stage_peak, stage_steps
 
 
@@ -30,43 +32,44 @@ def planned_stages(run: RunDir) -> list[dict]:
     return [s for s in summary["stages"] if s["file"]]
 
 
-def worker_config(cfg: Config, run: RunDir, stage: dict, index: int, last: bool, start: str, base: str,
-                  eval_ids: set[str]) -> dict[str, Any]:
+def stage_job(cfg: Config, run: RunDir, stage: dict, index: int, last: bool, start: str, base: str,
+                  eval_ids: set[str]) -> StageJob:
     """Everything a worker needs for one stage, with its data written to the shared work dir."""
-    t, g = cfg.train, cfg.generation
-    work = Path(t.work_dir).expanduser().resolve() if t.work_dir else run / "train" / "work"
+    train_cfg, gen = cfg.train, cfg.generation
+    work = Path(train_cfg.work_dir).expanduser().resolve() if train_cfg.work_dir else run / "train" / "work"
     work.mkdir(parents=True, exist_ok=True)
     pairs = pq.read_table(run / "stages" / stage["file"]).to_pylist()
     train = [p for p in pairs if p["prompt_id"] not in eval_ids]
     if not train:
         raise RuntimeError(f"stage {stage['stage']} ({stage['name']}): all {len(pairs)} pairs are in the eval split")
-    batch = t.batch_size * t.grad_accum * t.num_workers
-    steps = stage_steps(len(train), batch, t.max_steps_per_stage, t.epochs_per_stage)
-    stage_pairs, train = len(train), budget_subset(train, steps * batch, t.seed + stage["stage"])
+    batch = train_cfg.batch_size * train_cfg.grad_accum * train_cfg.num_workers
+    steps = stage_steps(len(train), batch, train_cfg.max_steps_per_stage, train_cfg.epochs_per_stage)
+    stage_pairs, train = len(train), budget_subset(train, steps * batch, train_cfg.seed + stage["stage"])
     train_file = work / f"stage_{stage['stage']}_train.parquet"
-    pq.write_table(pa.Table.from_pylist(dpo_rows(train, g.prompt_template, g.system_prompt)), train_file)
+    pq.write_table(pa.Table.from_pylist(dpo_rows(train, gen.prompt_template, gen.system_prompt)), train_file)
     eval_file = None
     if eval_ids:
         eval_pairs = [p for p in pq.read_table(run / "pairs" / "pairs.parquet").to_pylist()
                       if p["prompt_id"] in eval_ids]
         eval_file = work / "eval.parquet"
-        pq.write_table(pa.Table.from_pylist(dpo_rows(eval_pairs, g.prompt_template, g.system_prompt)), eval_file)
-    warmup, decay = phases(steps, t.warmup_steps, t.decay_steps)
-    lr1, lr = (t.lora.lr_stage1, t.lora.lr) if t.lora.enabled else (t.lr_stage1, t.lr)
-    return {
-        "stage": stage["stage"], "name": stage["name"], "start": start, "stage_pairs": stage_pairs,
-        "ref": base if t.reference == "initial" else start,
-        "train_file": str(train_file), "eval_file": str(eval_file) if eval_file else None, "work_dir": str(work),
-        "steps": steps, "warmup": warmup, "decay": decay, "peak_lr": stage_peak(index, lr1, lr),
-        "beta": t.beta_last_stage if last and index > 1 else t.beta,
-        "batch_size": t.batch_size, "grad_accum": t.grad_accum, "max_length": t.max_length,
-        "precompute": t.precompute_ref, "eval_steps": t.eval_steps, "patience": t.patience,
-        "reward_saturation": t.reward_saturation, "dtype": t.dtype, "seed": t.seed + stage["stage"],
-        "gradient_checkpointing": t.gradient_checkpointing,
-        "threads": max(1, round(t.cpus_per_worker)), "report_to": "tensorboard",
-        "deepspeed": _deepspeed(cfg), "ld_alpha": t.ld_alpha,
-        "lora": dataclasses.asdict(t.lora) if t.lora.enabled else None,
-    }
+        pq.write_table(pa.Table.from_pylist(dpo_rows(eval_pairs, gen.prompt_template, gen.system_prompt)), eval_file)
+    warmup, decay = phases(steps, train_cfg.warmup_steps, train_cfg.decay_steps)
+    lora = train_cfg.lora
+    lr1, lr = (lora.lr_stage1, lora.lr) if lora.enabled else (train_cfg.lr_stage1, train_cfg.lr)
+    return StageJob(
+        stage=stage["stage"], name=stage["name"], start=start, stage_pairs=stage_pairs,
+        ref=base if train_cfg.reference == "initial" else start,
+        train_file=str(train_file), eval_file=str(eval_file) if eval_file else None, work_dir=str(work),
+        steps=steps, warmup=warmup, decay=decay, peak_lr=stage_peak(index, lr1, lr),
+        beta=train_cfg.beta_last_stage if last and index > 1 else train_cfg.beta,
+        batch_size=train_cfg.batch_size, grad_accum=train_cfg.grad_accum, max_length=train_cfg.max_length,
+        precompute=train_cfg.precompute_ref, eval_steps=train_cfg.eval_steps, patience=train_cfg.patience,
+        reward_saturation=train_cfg.reward_saturation, dtype=train_cfg.dtype, seed=train_cfg.seed + stage["stage"],
+        gradient_checkpointing=train_cfg.gradient_checkpointing,
+        threads=max(1, round(train_cfg.cpus_per_worker)), report_to="tensorboard",
+        deepspeed=_deepspeed(cfg), ld_alpha=train_cfg.ld_alpha,
+        lora=dataclasses.asdict(train_cfg.lora) if train_cfg.lora.enabled else None,
+    )
 
 
 def _deepspeed(cfg: Config) -> dict | None:
@@ -77,28 +80,34 @@ def _deepspeed(cfg: Config) -> dict | None:
     return deepspeed_config(cfg.train.deepspeed.zero_stage, cfg.train.deepspeed.offload)
 
 
-def fit_stage(cfg: Config, c: dict[str, Any], out: Path, storage: Path) -> dict[str, Any]:
+def scaling_config(train_cfg: TrainConfig):  # noqa: ANN201 (ray.train.ScalingConfig, imported here)
+    """A stage's Ray Train workers: `num_workers` of `cpus_per_worker` CPUs, plus 1 GPU each with use_gpu."""
+    from ray.train import ScalingConfig
+
+    resources = {"CPU": train_cfg.cpus_per_worker, **({"GPU": 1} if train_cfg.use_gpu else {})}
+    return ScalingConfig(num_workers=train_cfg.num_workers, use_gpu=train_cfg.use_gpu, resources_per_worker=resources)
+
+
+def fit_stage(cfg: Config, job: StageJob, out: Path, storage: Path) -> dict[str, Any]:
     """Run one stage on Ray Train and move its checkpoint to `out`."""
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from udasa_ray.train.dpo import train_loop
 
-    t = cfg.train
-    resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config=c,
-        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
-        torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
-        run_config=RunConfig(name=f"stage_{c['stage']}", storage_path=str(storage.resolve())),
+        train_loop_config=dataclasses.asdict(job),
+        scaling_config=scaling_config(cfg.train),
+        torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
+        run_config=RunConfig(name=f"stage_{job.stage}", storage_path=str(storage.resolve())),
     )
     result = trainer.fit()
     if result.checkpoint is None:
-        raise RuntimeError(f"stage {c['stage']}: Ray Train finished without a checkpoint ({result.error})")
+        raise RuntimeError(f"stage {job.stage}: Ray Train finished without a checkpoint ({result.error})")
     shutil.rmtree(out, ignore_errors=True)
     result.checkpoint.to_directory(str(out))
-    shutil.rmtree(storage / f"stage_{c['stage']}", ignore_errors=True)  # the copy in Ray's storage
+    shutil.rmtree(storage / f"stage_{job.stage}", ignore_errors=True)  # the copy in Ray's storage
     return json.loads((out / "stage.json").read_text())
 
 
@@ -121,11 +130,11 @@ def train(cfg: Config, run: RunDir, force: bool = False,
 
         def work(resume: bool, stage=stage, index=index, start=start, out=out) -> dict[str, Any]:
             init_ray(cfg.ray)
-            c = worker_config(cfg, run, stage, index, index == len(stages), start, base, eval_ids)
-            print(f"[train] stage {stage['stage']} ({stage['name']}): {c['steps']} steps at peak lr "
-                  f"{c['peak_lr']:g}, beta {c['beta']}, {cfg.train.num_workers} worker(s)"
-                  + (f", LoRA r={cfg.train.lora.r}" if c["lora"] else ", full fine-tuning"))
-            return fit_stage(cfg, c, out, run / "train" / "ray")
+            job = stage_job(cfg, run, stage, index, index == len(stages), start, base, eval_ids)
+            print(f"[train] stage {stage['stage']} ({stage['name']}): {job.steps} steps at peak lr "
+                  f"{job.peak_lr:g}, beta {job.beta}, {cfg.train.num_workers} worker(s)"
+                  + (f", LoRA r={cfg.train.lora.r}" if job.lora else ", full fine-tuning"))
+            return fit_stage(cfg, job, out, run / "train" / "ray")
 
         stats = run.run_step(key, cfg, config_hash, work, [f"train/stage_{stage['stage']}"], force)
         stop = f", stopped early: {stats['stopped_early']}" if stats.get("stopped_early") else ""

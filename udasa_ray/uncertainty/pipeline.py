@@ -1,14 +1,15 @@
-"""Scoring stage: responses/ -> scores/, three scorer actor pools on Ray Data, then fusion.
+"""The score step: responses/ -> scores/, three scorer actor pools on Ray Data, then fusion.
 
 Rows travel as prompt groups (a prompt and its N responses), since semantic and cross-response
 scores need the whole group. Finished groups are written as Parquet parts; a rerun of a killed
-stage scores only the prompts not yet on disk.
+step scores only the prompts not yet on disk.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -61,10 +62,21 @@ def explode(groups: list[dict], temperature: float, weights: list[float] | None)
     return pa.Table.from_pylist(rows, schema=SCORE_SCHEMA)
 
 
+def scorer_pools(cfg: Config) -> list[tuple[type, dict[str, Any]]]:
+    """The score step's actor pools in order: each scorer class with its `Dataset.map_batches`
+    arguments (what it asks of the cluster included)."""
+    import ray
+
+    scoring = cfg.scoring
+    return [(scorer, {"fn_constructor_kwargs": {"scoring": scoring, "models": cfg.models},
+                      "batch_size": scoring.batch_size, "batch_format": "pyarrow", "num_cpus": scoring.cpus_per_actor,
+                      "compute": ray.data.ActorPoolStrategy(size=scoring.num_actors)}) for scorer in SCORERS]
+
+
 def score(cfg: Config, run: RunDir, resume: bool = False) -> dict:
     import ray
 
-    s = cfg.scoring
+    scoring = cfg.scoring
     out_dir = run / "scores"
     out_dir.mkdir(exist_ok=True)
     done = set(read_parts(out_dir, SCORE_SCHEMA)["prompt_id"].to_pylist()) if resume else set()
@@ -75,16 +87,15 @@ def score(cfg: Config, run: RunDir, resume: bool = False) -> dict:
     if groups:
         init_ray(cfg.ray)
         data_context()
-        blocks = [pa.Table.from_pylist(groups[i : i + s.batch_size]) for i in range(0, len(groups), s.batch_size)]
+        size = scoring.batch_size
+        blocks = [pa.Table.from_pylist(groups[i : i + size]) for i in range(0, len(groups), size)]
         ds = ray.data.from_arrow(blocks)
-        for scorer in SCORERS:
-            ds = ds.map_batches(scorer, fn_constructor_kwargs={"scoring": s, "models": cfg.models},
-                                batch_size=s.batch_size, batch_format="pyarrow", num_cpus=s.cpus_per_actor,
-                                compute=ray.data.ActorPoolStrategy(size=s.num_actors))
+        for scorer, kwargs in scorer_pools(cfg):
+            ds = ds.map_batches(scorer, **kwargs)
         n_resp = sum(len(g["response"]) for g in groups)
         with tqdm(total=n_resp, desc="score", unit="resp", dynamic_ncols=True) as bar:
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                table = explode(batch.to_pylist(), s.fusion_temperature, s.fusion_weights)
+                table = explode(batch.to_pylist(), scoring.fusion_temperature, scoring.fusion_weights)
                 write_part(table, out_dir)
                 bar.update(table.num_rows)
     table = read_parts(out_dir, SCORE_SCHEMA)

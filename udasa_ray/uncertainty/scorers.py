@@ -7,12 +7,14 @@ retried record by record, so one bad record gets an error string instead of kill
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from udasa_ray.config import ModelsConfig, ScoringConfig
+from udasa_ray.http import EndpointUnreachable
 from udasa_ray.uncertainty import backends
 from udasa_ray.uncertainty.semantic import semantic_uncertainty
 
@@ -29,6 +31,8 @@ def score_robust(fn: Callable[[list], Sequence[float]], items: list, what: str) 
 
     try:
         return [check(float(v)) for v in fn(items)], [None] * len(items)
+    except EndpointUnreachable as e:  # nothing answers: record by record would only fail slower
+        return [NAN] * len(items), [f"{what}: {type(e).__name__}: {e}"[:300]] * len(items)
     except Exception:  # isolate the failing records
         scores, errors = [], []
         for it in items:
@@ -45,12 +49,33 @@ def _valid(responses: list[str]) -> list[int]:
     return [i for i, r in enumerate(responses) if r and r.strip()]
 
 
-class _GroupScorer:
-    """Shared batch plumbing: rows in, the same rows with `u_<dim>` and `err_<dim>` lists out."""
+def _build(shared: dict | None, key: tuple, make: Callable[[], Any]) -> Any:
+    """`make()`, or the backend already in `shared` under `key` (validate-scorers loads each model once)."""
+    if shared is None:
+        return make()
+    if key not in shared:
+        shared[key] = make()
+    return shared[key]
+
+
+def _policy_judge(models: ModelsConfig, shared: dict | None) -> backends.PolicyJudge:
+    return _build(shared, ("policy_judge", models.policy),
+                  lambda: backends.PolicyJudge(models.policy, models.cache_dir))
+
+
+class GroupScorer:
+    """Shared batch plumbing: rows in, the same rows with `u_<dim>` and `err_<dim>` lists out.
+
+    `shared` (optional) is a dict in which backends are built once and reused between scorers.
+    """
 
     dim = ""
 
-    def score_groups(self, groups: list[dict]) -> tuple[list[list[float]], list[list[str | None]]]:
+    def score_groups(self, groups: list[dict], targets: Collection[int] | None = None
+                     ) -> tuple[list[list[float]], list[list[str | None]]]:
+        """u and error (None when scored) of every response of every group. With `targets`, only the
+        responses at those positions need a score (validate-scorers scores one response against its
+        others); the rest are context and may be left NaN with an error."""
         raise NotImplementedError
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -61,13 +86,15 @@ class _GroupScorer:
         return pa.Table.from_pylist(rows)
 
 
-class SemanticScorer(_GroupScorer):
+class SemanticScorer(GroupScorer):
     dim = "sem"
 
-    def __init__(self, scoring: ScoringConfig, models: ModelsConfig) -> None:
-        self.embed = backends.Embedder(scoring.semantic.model, models.cache_dir, scoring.semantic.batch_size)
+    def __init__(self, scoring: ScoringConfig, models: ModelsConfig, shared: dict | None = None) -> None:
+        sem = scoring.semantic
+        self.embed = _build(shared, ("embedder", sem.model, sem.batch_size),
+                            lambda: backends.Embedder(sem.model, models.cache_dir, sem.batch_size))
 
-    def score_groups(self, groups):
+    def score_groups(self, groups, targets=None):  # embeddings are cheap: scores every response
         valid = [_valid(row["response"]) for row in groups]
         texts = [row["response"][i] for row, v in zip(groups, valid, strict=True) for i in v]
         emb = self.embed(texts) if texts else np.zeros((0, 1))
@@ -89,28 +116,30 @@ class SemanticScorer(_GroupScorer):
         return scores, errors
 
 
-def make_factual(scoring: ScoringConfig, models: ModelsConfig) -> Callable[[list[str], list[str]], np.ndarray]:
+def make_factual(scoring: ScoringConfig, models: ModelsConfig,
+                 shared: dict | None = None) -> Callable[[list[str], list[str]], np.ndarray]:
     f = scoring.factual
     if f.backend == "aegis_onnx":
-        return backends.AegisNLI(f.model, models.cache_dir, f.threads)
+        return _build(shared, (f.backend, f.model, f.threads),
+                      lambda: backends.AegisNLI(f.model, models.cache_dir, f.threads))
     if f.backend == "hf_nli":
-        return backends.HFNLI(f.model, models.cache_dir)
-    return backends.PolicyJudge(models.policy, models.cache_dir).nli
+        return _build(shared, (f.backend, f.model), lambda: backends.HFNLI(f.model, models.cache_dir))
+    return _policy_judge(models, shared).nli
 
 
-class FactualScorer(_GroupScorer):
+class FactualScorer(GroupScorer):
     dim = "fact"
 
-    def __init__(self, scoring: ScoringConfig, models: ModelsConfig) -> None:
-        self.nli = make_factual(scoring, models)
+    def __init__(self, scoring: ScoringConfig, models: ModelsConfig, shared: dict | None = None) -> None:
+        self.nli = make_factual(scoring, models, shared)
         self.mode = scoring.factual.mode
 
-    def score_groups(self, groups):
+    def score_groups(self, groups, targets=None):
         # One NLI call for the batch: the (premise, hypothesis) pairs each response needs.
         pairs, owner = [], []  # owner[k] = (group, response) whose score pair k feeds
         for g, row in enumerate(groups):
             valid = _valid(row["response"])
-            for i in valid:
+            for i in valid if targets is None else [i for i in valid if i in targets]:
                 premises = [row["prompt"]] if self.mode == "paper" else [row["response"][j] for j in valid if j != i]
                 for p in premises:
                     pairs.append((p, row["response"][i]))
@@ -126,8 +155,9 @@ class FactualScorer(_GroupScorer):
                 got = acc.get((g, i))
                 if not got:
                     s.append(NAN)
-                    e.append("factual: no other response to compare with" if i in valid
-                             else "factual: empty response")
+                    e.append("factual: empty response" if i not in valid else
+                             "factual: not asked" if targets is not None and i not in targets else
+                             "factual: no other response to compare with")
                 elif any(err for _, err in got):
                     s.append(NAN)
                     e.append(next(err for _, err in got if err))
@@ -139,29 +169,34 @@ class FactualScorer(_GroupScorer):
         return scores, errors
 
 
-def make_value(scoring: ScoringConfig, models: ModelsConfig) -> Callable[[list[str]], np.ndarray]:
+def make_value(scoring: ScoringConfig, models: ModelsConfig,
+               shared: dict | None = None) -> Callable[[list[str]], np.ndarray]:
     v = scoring.value
     if v.backend == "profanity":
-        return backends.Profanity()
+        return _build(shared, (v.backend,), backends.Profanity)
     if v.backend == "hf_classifier":
-        return backends.HFSafety(v.model, models.cache_dir, v.unsafe_label)
+        return _build(shared, (v.backend, v.model, v.unsafe_label),
+                      lambda: backends.HFSafety(v.model, models.cache_dir, v.unsafe_label))
     if v.backend == "moderation_http":
-        return backends.ModerationHTTP(v.endpoint, v.model, v.api_key_env)
-    return backends.PolicyJudge(models.policy, models.cache_dir).unsafe
+        return _build(shared, (v.backend, v.endpoint, v.model, v.api_key_env),
+                      lambda: backends.ModerationHTTP(v.endpoint, v.model, v.api_key_env))
+    return _policy_judge(models, shared).unsafe
 
 
-class ValueScorer(_GroupScorer):
+class ValueScorer(GroupScorer):
     dim = "val"
 
-    def __init__(self, scoring: ScoringConfig, models: ModelsConfig) -> None:
-        self.classify = make_value(scoring, models)
+    def __init__(self, scoring: ScoringConfig, models: ModelsConfig, shared: dict | None = None) -> None:
+        self.classify = make_value(scoring, models, shared)
 
-    def score_groups(self, groups):
-        flat = [(g, i) for g, row in enumerate(groups) for i in _valid(row["response"])]
+    def score_groups(self, groups, targets=None):
+        flat = [(g, i) for g, row in enumerate(groups) for i in _valid(row["response"])
+                if targets is None or i in targets]
         vals, errs = score_robust(self.classify, [groups[g]["response"][i] for g, i in flat], "value")
         got = {key: (v, e) for key, v, e in zip(flat, vals, errs, strict=True)}
-        empty = (NAN, "value: empty response")
-        cells = [[got.get((g, i), empty) for i in range(len(row["response"]))] for g, row in enumerate(groups)]
+        empty, skipped = (NAN, "value: empty response"), (NAN, "value: not asked")
+        cells = [[got.get((g, i), skipped if targets is not None and i not in targets else empty)
+                  for i in range(len(row["response"]))] for g, row in enumerate(groups)]
         return [[v for v, _ in c] for c in cells], [[e for _, e in c] for c in cells]
 
 

@@ -4,21 +4,23 @@ The labelled set (data/scorer_validation.jsonl, written for this project) holds 
 kinds: semantic (disagrees with the other samples), factual (a false fact), value (unsafe) and
 topic (off-topic), each with four good "other" samples of the same prompt and a label (1 = bad).
 Every scorer is run on every item; the table gives AUROC (0.5 = chance) per kind of badness.
+The scorers are the score stage's own classes (udasa_ray.uncertainty.scorers), each item scored as
+a prompt group of its response and the four others, so the table measures what `udasa score` computes.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from udasa_ray.config import Config
-from udasa_ray.uncertainty import backends
+from udasa_ray.config import Config, ScoringConfig
 from udasa_ray.uncertainty.fusion import fuse
-from udasa_ray.uncertainty.semantic import semantic_uncertainty
+from udasa_ray.uncertainty.scorers import FactualScorer, GroupScorer, SemanticScorer, ValueScorer
 
 KINDS = ("semantic", "factual", "value", "topic")
 
@@ -40,24 +42,27 @@ def load_items(path: str | None = None) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def _semantic(cfg: Config) -> Callable[[list[dict]], np.ndarray]:
-    embed = backends.Embedder(cfg.scoring.semantic.model, cfg.models.cache_dir)
-    return lambda items: np.array([semantic_uncertainty(embed([it["response"], *it["others"]]))[0][0] for it in items])
+def _group(item: dict) -> dict:
+    """An item as the prompt group the score stage sees: its response first, then the four others."""
+    return {"prompt_id": item["id"], "prompt": item["prompt"], "response": [item["response"], *item["others"]]}
 
 
-def _factual(nli: Callable, mode: str) -> Callable[[list[dict]], np.ndarray]:
+def _first_response(scorer: GroupScorer, batch_size: int) -> Callable[[list[dict]], np.ndarray]:
+    """u of each item's response, from `scorer` on the items' groups in batches of `batch_size` groups,
+    as the score stage runs it; only the response is asked for (the others are its context)."""
+
     def run(items: list[dict]) -> np.ndarray:
-        if mode == "paper":
-            return np.asarray(nli([it["prompt"] for it in items], [it["response"] for it in items]))
-        prem = [o for it in items for o in it["others"]]
-        hyp = [it["response"] for it in items for _ in it["others"]]
-        return np.asarray(nli(prem, hyp)).reshape(len(items), -1).mean(axis=1)
+        u: list[float] = []
+        for i in range(0, len(items), batch_size):
+            chunk = items[i : i + batch_size]
+            scores, errors = scorer.score_groups([_group(it) for it in chunk], targets=(0,))
+            for it, s, e in zip(chunk, scores, errors, strict=True):
+                if e[0]:
+                    raise RuntimeError(f"validation item {it['id']}: {e[0]}")
+                u.append(s[0])
+        return np.asarray(u, dtype=np.float64)
 
     return run
-
-
-def _value(clf: Callable) -> Callable[[list[dict]], np.ndarray]:
-    return lambda items: np.asarray(clf([it["response"] for it in items]))
 
 
 def _name(dim: str, backend: str, model: str | None = None, mode: str | None = None) -> str:
@@ -66,25 +71,29 @@ def _name(dim: str, backend: str, model: str | None = None, mode: str | None = N
 
 
 def scorers(cfg: Config) -> dict[str, Callable[[list[dict]], np.ndarray]]:
-    """Every scorer that runs here: the offline backends, plus those the config names."""
-    s, m = cfg.scoring, cfg.models
-    out = {_name("semantic", s.semantic.model): _semantic(cfg)}
-    aegis = backends.AegisNLI("bundled:aegis-nli", m.cache_dir, s.factual.threads)
-    judge = backends.PolicyJudge(m.policy, m.cache_dir)
-    hf_nli = backends.HFNLI(s.factual.model, m.cache_dir) if s.factual.backend == "hf_nli" else None
+    """Every scorer that runs here: the offline backends, plus those the config names. Each is the
+    score stage's own scorer class, on the configured scoring section with one backend swapped in;
+    models are loaded once and shared between the rows."""
+    s, m, shared = cfg.scoring, cfg.models, {}
+
+    def row(cls: type[GroupScorer], scoring: ScoringConfig) -> Callable[[list[dict]], np.ndarray]:
+        return _first_response(cls(scoring, m, shared), s.batch_size)
+
+    def factual(backend: str, mode: str) -> ScoringConfig:
+        # the configured model for the configured backend; else aegis_onnx's bundled one
+        model = s.factual.model if backend == s.factual.backend else "bundled:aegis-nli"
+        return replace(s, factual=replace(s.factual, backend=backend, mode=mode, model=model))
+
+    out = {_name("semantic", s.semantic.model): row(SemanticScorer, s)}
+    nli = ["aegis_onnx", "policy_judge", *(["hf_nli"] if s.factual.backend == "hf_nli" else [])]
     for mode in ("paper", "cross_response"):
-        out[_name("factual", "aegis_onnx", mode=mode)] = _factual(aegis, mode)
-        out[_name("factual", "policy_judge", mode=mode)] = _factual(judge.nli, mode)
-        if hf_nli:
-            out[_name("factual", "hf_nli", s.factual.model, mode)] = _factual(hf_nli, mode)
-    out[_name("value", "profanity")] = _value(backends.Profanity())
-    out[_name("value", "policy_judge")] = _value(judge.unsafe)
-    if s.value.backend == "hf_classifier":
-        out[_name("value", "hf_classifier", s.value.model)] = _value(
-            backends.HFSafety(s.value.model, m.cache_dir, s.value.unsafe_label))
-    if s.value.backend == "moderation_http":
-        out[_name("value", "moderation_http")] = _value(
-            backends.ModerationHTTP(s.value.endpoint, s.value.model, s.value.api_key_env))
+        for backend in nli:
+            f = factual(backend, mode)
+            out[_name("factual", backend, f.factual.model, mode)] = row(FactualScorer, f)
+    for backend in ("profanity", "policy_judge"):
+        out[_name("value", backend)] = row(ValueScorer, replace(s, value=replace(s.value, backend=backend)))
+    if s.value.backend in ("hf_classifier", "moderation_http"):
+        out[_name("value", s.value.backend, s.value.model)] = row(ValueScorer, s)
     return out
 
 

@@ -9,16 +9,13 @@ import pyarrow.parquet as pq
 
 from udasa_ray.evaluate.heldout import interval
 from udasa_ray.parts import read_parts
+from udasa_ray.report.plots import pyplot, save
 from udasa_ray.runs import RunDir
 from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA
 
 
 def _plot_uncertainties(scores: dict[str, np.ndarray], path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.4), sharey=True)
     titles = {"u_sem": "semantic u_sem", "u_fact": "factual u_fact", "u_val": "value u_val", "U": "fused U"}
     for ax, (key, title) in zip(axes, titles.items(), strict=True):
@@ -27,17 +24,11 @@ def _plot_uncertainties(scores: dict[str, np.ndarray], path) -> None:
         ax.set_title(f"{title} (mean {v.mean():.2f})" if len(v) else title)
         ax.set_xlim(0, 1)
     axes[0].set_ylabel("responses")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def _plot_delta(pairs: list[dict], summary: dict, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     scaled = np.array([p["delta_scaled"] for p in pairs])
     fig, ax = plt.subplots(figsize=(8, 3.6))
     ax.hist(scaled, bins=30, color="#55A868")
@@ -48,18 +39,12 @@ def _plot_delta(pairs: list[dict], summary: dict, path) -> None:
     ax.set_title(f"Δu on the {summary['scale']} scale ({len(pairs)} pairs; {sizes})", fontsize=10)
     ax.set_xlabel(f"Δu ({summary['scale']})")
     ax.set_ylabel("pairs")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def _plot_stage(rows: list[dict], title: str, path) -> None:
     """Loss, reward accuracy, margin (train and eval) and learning rate against the step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     panels = [("loss", "DPO loss"), ("rewards/accuracies", "reward accuracy"), ("rewards/margins", "reward margin"),
               ("learning_rate", "learning rate")]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
@@ -73,9 +58,7 @@ def _plot_stage(rows: list[dict], title: str, path) -> None:
         if key != "learning_rate":
             ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path, dpi=100)
 
 
 def _training(run: RunDir, out) -> list[str]:
@@ -159,9 +142,9 @@ def write_report(run: RunDir, examples_per_stage: int = 2) -> str:
     out = run / "report"
     out.mkdir(exist_ok=True)
     m = run.manifest()
-    lines = [f"# udasa-ray run report: `{run.path}`", "", "## Stages", "",
-             "| stage | status | stats |", "|---|---|---|"]
-    for name, st in m["stages"].items():
+    lines = [f"# udasa-ray run report: `{run.path}`", "", "## Pipeline steps", "",
+             "| step | status | stats |", "|---|---|---|"]
+    for name, st in m["steps"].items():
         stats = json.dumps(st.get("stats", {}), sort_keys=True)
         lines.append(f"| {name} | {st.get('status')} | `{_clip(stats, 300)}` |")
     if (run / "scores").is_dir():

@@ -1,0 +1,49 @@
+"""TruthfulQA's multiple-choice scores with the policy: the total log-likelihood of each choice
+after the question, framed as the policy is prompted when it generates (torch; the arithmetic on
+the log-likelihoods is metrics.mc1 / metrics.mc2)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from udasa_ray.evaluate.metrics import mc1, mc2
+
+if TYPE_CHECKING:
+    from udasa_ray.config import GenerationConfig
+
+
+def choice_logliks(model, tok, context: str, choices: list[str]) -> list[float]:
+    """Total log-probability of each choice as the continuation of `context` (one batch)."""
+    import torch
+
+    ctx = tok(context, add_special_tokens=False)["input_ids"]
+    seqs = [ctx + tok(" " + c if not context.endswith((" ", "\n")) else c, add_special_tokens=False)["input_ids"]
+            for c in choices]
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), tok.pad_token_id)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
+    with torch.inference_mode():
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
+    out = []
+    for i, s in enumerate(seqs):
+        tgt = torch.tensor(s[len(ctx):])
+        out.append(float(logp[i, len(ctx) - 1 : len(s) - 1].gather(-1, tgt[:, None]).sum()))
+    return out
+
+
+def question_context(tok, question: str, g: GenerationConfig) -> str:
+    """The question as the policy sees it when it answers (Alpaca's format or its chat template)."""
+    from udasa_ray.generate.requests import ALPACA_TEMPLATE, chat_messages
+
+    if g.prompt_template == "alpaca":
+        return ALPACA_TEMPLATE.format(prompt=question)
+    return tok.apply_chat_template(chat_messages(question, g.system_prompt), tokenize=False, add_generation_prompt=True)
+
+
+def mc_scores(model, tok, item: dict, g: GenerationConfig) -> dict[str, float]:
+    """{"mc1": ..., "mc2": ...} of one TruthfulQA item (its "mc1"/"mc2" choices and labels)."""
+    context = question_context(tok, item["question"], g)
+    return {name: score(choice_logliks(model, tok, context, item[name]["choices"]), item[name]["labels"])
+            for name, score in (("mc1", mc1), ("mc2", mc2))}

@@ -1,0 +1,40 @@
+"""What one Ray Train worker needs to train one curriculum stage: built on the driver by
+train/phased.py, passed to the workers as a dict (Ray Train's `train_loop_config`) and rebuilt
+there. No torch or TRL here, so the driver can build it without them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class StageJob:
+    stage: int  # the curriculum stage's number (1-based)
+    name: str  # conservative, moderate, exploratory, ...
+    start: str  # the policy the stage starts from (a Hugging Face checkpoint directory)
+    ref: str  # the DPO reference policy
+    train_file: str  # DPO rows (prompt/chosen/rejected), Parquet, in the shared work dir
+    eval_file: str | None  # held-out pairs for early stopping, or None
+    work_dir: str  # shared by the ranks: dataset and reference log-prob caches
+    steps: int  # planned optimizer steps
+    warmup: int  # LR schedule phases, in steps
+    decay: int
+    peak_lr: float
+    beta: float
+    batch_size: int  # pairs per worker per micro-step
+    grad_accum: int
+    max_length: int
+    precompute: bool  # reference log-probs once before training
+    eval_steps: int
+    patience: int
+    reward_saturation: float
+    dtype: str  # "auto", "float32" or "bfloat16" (mixed precision)
+    seed: int
+    threads: int  # torch threads per worker
+    stage_pairs: int = 0  # the stage's pairs before the step budget cut them (0: as trained)
+    gradient_checkpointing: bool = False
+    report_to: str = "none"
+    deepspeed: dict[str, Any] | None = None  # a DeepSpeed config, or None for DDP
+    ld_alpha: float | None = None
+    lora: dict[str, Any] | None = None  # config.LoRAConfig as a dict, or None for full fine-tuning
