@@ -33,17 +33,18 @@ def choice_logliks(model, tok, context: str, choices: list[str]) -> list[float]:
     return out
 
 
-def question_context(tok, question: str, g: GenerationConfig) -> str:
+def question_context(tok, question: str, generation: GenerationConfig) -> str:
     """The question as the policy sees it when it answers (Alpaca's format or its chat template)."""
     from udasa_ray.generate.requests import ALPACA_TEMPLATE, chat_messages
 
-    if g.prompt_template == "alpaca":
+    if generation.prompt_template == "alpaca":
         return ALPACA_TEMPLATE.format(prompt=question)
-    return tok.apply_chat_template(chat_messages(question, g.system_prompt), tokenize=False, add_generation_prompt=True)
+    messages = chat_messages(question, generation.system_prompt)
+    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def mc_scores(model, tok, item: dict, g: GenerationConfig) -> dict[str, float]:
+def mc_scores(model, tok, item: dict, generation: GenerationConfig) -> dict[str, float]:
     """{"mc1": ..., "mc2": ...} of one TruthfulQA item (its "mc1"/"mc2" choices and labels)."""
-    context = question_context(tok, item["question"], g)
+    context = question_context(tok, item["question"], generation)
     return {name: score(choice_logliks(model, tok, context, item[name]["choices"]), item[name]["labels"])
             for name, score in (("mc1", mc1), ("mc2", mc2))}
