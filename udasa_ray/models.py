@@ -124,8 +124,20 @@ def pick_dtype(dtype: str) -> str:
     return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
+def device() -> str:
+    """Where an in-process model runs: the GPU when this process sees one, else the CPU.
+
+    The one placement rule for every model loaded outside Ray Train (generation on `hf`, the RLAIF
+    labeller, the policy judge, multiple-choice scoring, the held-out check): a Ray task or actor
+    that reserved a GPU sees it (Ray sets CUDA_VISIBLE_DEVICES), one that did not sees none. It
+    agrees with pick_dtype("auto"), which picks bf16 on a GPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def load_policy(name: str, cache_dir: str, dtype: str = "float32"):
-    """Load a causal LM and its tokenizer (left padding, pad token set) for generation."""
+    """Load a causal LM and its tokenizer (left padding, pad token set), on `device()`."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -133,6 +145,6 @@ def load_policy(name: str, cache_dir: str, dtype: str = "float32"):
     tok = AutoTokenizer.from_pretrained(path, padding_side="left")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, pick_dtype(dtype)))
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, pick_dtype(dtype))).to(device())
     model.eval()
     return model, tok

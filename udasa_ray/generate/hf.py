@@ -44,7 +44,8 @@ class SeededSampler(LogitsProcessor):
             kept = kept.masked_fill((kept.cumsum(-1) - kept) >= self.top_p, 0.0)
         # Inverse-CDF sampling: one uniform draw per row, from that row's own generator.
         cdf = kept.cumsum(-1)
-        u = torch.stack([torch.rand((), generator=g) for g in self.generators]).unsqueeze(-1) * cdf[:, -1:]
+        # The draws stay on the CPU generators (the same numbers on any device), then move to the logits.
+        u = torch.stack([torch.rand((), generator=g) for g in self.generators]).to(cdf.device)[:, None] * cdf[:, -1:]
         pick = torch.searchsorted(cdf, u).clamp_(max=cdf.shape[-1] - 1)
         tokens = pick if idx is None else idx.gather(-1, pick)
         return torch.full_like(scores, float("-inf")).scatter_(-1, tokens, 0.0)
@@ -74,7 +75,7 @@ class HFGenerator:
             for p in batch["query"]
         ]
         # A chat template writes its own special tokens; plain text needs the tokenizer's BOS.
-        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=not chat)
+        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=not chat).to(self.model.device)
         sampler = SeededSampler(list(batch["seed"]), g["temperature"], g["top_p"])
         config = GenerationConfig(
             do_sample=False, max_new_tokens=g["max_new_tokens"], pad_token_id=self.tok.pad_token_id,
