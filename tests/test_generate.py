@@ -146,3 +146,11 @@ def test_listwise_mode_parses_n_responses_or_records_why_not(tmp_path, model_cac
     for r in rows:  # each is a parsed response or an empty one with its reason
         assert bool(r["response"]) != bool(r["error"]), r
     assert stats["with_error"] == sum(bool(r["error"]) for r in rows)
+
+
+def test_seeded_sampler_follows_the_logits_device():
+    """The draws come from per-row CPU generators (the same numbers on any device) and must meet
+    the logits where they are: a GPU in a Ray actor that reserved one. `meta` stands in for it."""
+    scores = torch.zeros((2, 50), device="meta")
+    out = SeededSampler([1, 2], temperature=0.8, top_p=1.0)(None, scores)
+    assert out.device.type == "meta" and out.shape == (2, 50)
