@@ -87,14 +87,16 @@ def node_types(path: Path) -> list[NodeType]:
 
 
 def actor_resources(map_batches_kwargs: dict[str, Any]) -> dict[str, float]:
-    """What one Ray Data actor of a `map_batches` call holds, with Ray Data's defaults (1 CPU unless set)."""
+    """What one Ray Data actor of a `map_batches` call holds, with Ray Data's defaults (1 CPU unless set), custom
+    resources included."""
     args = _canonicalize_ray_remote_args({k: v for k, v in map_batches_kwargs.items() if k in ("num_cpus", "num_gpus")})
-    return {"CPU": args["num_cpus"], "GPU": args.get("num_gpus", 0)}
+    return {**map_batches_kwargs.get("resources", {}), "CPU": args["num_cpus"], "GPU": args.get("num_gpus", 0)}
 
 
-def vllm_replica(cfg: Config) -> tuple[float, int, int]:
-    """(CPUs, GPUs) of one vLLM engine replica and how many run at once, as Ray's own vLLM stage reserves them
-    for the processor config the code builds (what ray.data.llm's build_vllm_engine_processor does with it)."""
+def vllm_bundles(cfg: Config) -> tuple[list[dict[str, float]], int]:
+    """The resources one vLLM engine replica holds (its placement group's bundles, or its actor's) and how many
+    replicas run at once, as Ray's own vLLM stage reserves them for the processor config the code builds (what
+    ray.data.llm's build_vllm_engine_processor does with it)."""
     pc = vllm.processor_config(cfg.generation, "model")
     stage = vLLMEngineStage(fn_constructor_kwargs={"engine_kwargs": dict(pc.engine_kwargs),
                                                    "placement_group_config": pc.placement_group_config},
@@ -109,7 +111,12 @@ def vllm_replica(cfg: Config) -> tuple[float, int, int]:
         bundles = made["bundles"]
     else:  # one GPU: the actor itself
         bundles = [actor_resources(kwargs)]
-    replicas = pc.get_concurrency(autoscaling_enabled=True)["max_size"]
+    return bundles, pc.get_concurrency(autoscaling_enabled=True)["max_size"]
+
+
+def vllm_replica(cfg: Config) -> tuple[float, int, int]:
+    """(CPUs, GPUs) of one vLLM engine replica and how many run at once."""
+    bundles, replicas = vllm_bundles(cfg)
     return sum(b.get("CPU", 0) for b in bundles), int(sum(b.get("GPU", 0) for b in bundles)), replicas
 
 
@@ -282,3 +289,19 @@ def test_fit_check_rejects_what_does_not_fit(override: str, stage: str) -> None:
     cpus, gpus, count = demands(load_config(LLAMA_CONFIGS[0], [override]))[stage]
     for cluster in CLUSTER_FILES:
         assert not hosts(node_types(cluster), cpus, gpus, count), f"{override} fits {cluster.name}"
+
+
+@pytest.mark.parametrize("config", LLAMA_CONFIGS, ids=[p.stem for p in LLAMA_CONFIGS])
+@pytest.mark.parametrize("tp", [1, 2])
+def test_vllm_engine_asks_for_the_actor_resources(config: Path, tp: int) -> None:
+    """`generation.actor_resources` steers the vLLM replicas as it steers the hf actors: on every GPU worker of an
+    engine (the placement group's bundles with TP > 1, the engine actor itself with TP = 1), as Ray's stage asks."""
+    steer = "generation.actor_resources={accelerator_type:A10G: 0.001, gen_node: 1}"
+    cfg = load_config(config, [steer, f"generation.vllm.tensor_parallel_size={tp}"])
+    bundles, _ = vllm_bundles(cfg)
+    assert len(bundles) == tp and int(sum(b["GPU"] for b in bundles)) == tp
+    assert all(b["accelerator_type:A10G"] == 0.001 and b["gen_node"] == 1 for b in bundles), bundles
+    # Without actor_resources, Ray's default placement: no custom resources, the same CPUs and GPUs.
+    plain, _ = vllm_bundles(load_config(config, [f"generation.vllm.tensor_parallel_size={tp}"]))
+    assert all(set(b) <= {"CPU", "GPU"} for b in plain), plain
+    assert vllm_replica(cfg) == vllm_replica(load_config(config, [f"generation.vllm.tensor_parallel_size={tp}"]))

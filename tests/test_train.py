@@ -228,3 +228,33 @@ def test_lora_under_deepspeed_zero2_on_cpu(tmp_path, model_cache, ray_local):
     assert set(merged) == set(base) and not (run / "train" / "stage_1" / "adapter_config.json").exists()
     moved = {k for k in base if not torch.equal(base[k], merged[k])}
     assert moved and all(k.endswith("_proj.weight") for k in moved)  # only LoRA targets changed
+
+
+def test_runs_sharing_a_configured_work_dir_keep_their_own_training_files(tmp_path):
+    """`train.work_dir` is one folder for every run (the cluster configs put it on shared storage): each run's stage
+    data goes into its own subfolder there, so a second run does not overwrite the first one's files."""
+    from udasa_ray.train.phased import planned_stages, stage_job
+
+    shared = tmp_path / "shared-work"
+    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", [*FAST, f"train.work_dir={shared}"])
+    # Same run name in two places, and different data: the names inside the work dir are fixed.
+    runs = [pairs_run(tmp_path / "a" / "run", [6]), pairs_run(tmp_path / "b" / "run", [9])]
+    jobs = []
+    for run in runs:
+        stage = planned_stages(run)[0]
+        eval_ids = {pq.read_table(run / "stages" / stage["file"]).column("prompt_id")[0].as_py()}
+        jobs.append(stage_job(cfg, run, stage, 1, True, "start", "base", eval_ids))
+    (a, b) = jobs
+    assert len({a.train_file, b.train_file}) == 2 and len({a.eval_file, b.eval_file}) == 2
+    assert len({a.work_dir, b.work_dir}) == 2
+    for job, size in zip(jobs, [6, 9], strict=True):
+        assert Path(job.work_dir).parent == shared.resolve()
+        assert Path(job.train_file).parent == Path(job.eval_file).parent == Path(job.work_dir)
+        assert pq.read_table(job.train_file).num_rows == size - 1  # the other run did not overwrite it
+        assert pq.read_table(job.eval_file).num_rows == 1
+    # The same run gets the same folder again (resume), and without train.work_dir the run keeps <run>/train/work.
+    again = stage_job(cfg, runs[0], planned_stages(runs[0])[0], 1, True, "start", "base", set())
+    assert again.work_dir == a.work_dir
+    plain = stage_job(load_config(ROOT / "configs" / "tiny-cpu.yaml", FAST), runs[0], planned_stages(runs[0])[0],
+                      1, True, "start", "base", set())
+    assert Path(plain.train_file).parent == runs[0] / "train" / "work"

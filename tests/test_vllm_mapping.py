@@ -142,6 +142,49 @@ def test_output_row_maps_back_to_responses_schema():
     assert vllm.from_output({**out, "num_generated_tokens": 4}, gen, "m")["finish_reason"] == "stop"
 
 
+@dataclasses.dataclass
+class CompletionOutput:
+    """vLLM's `CompletionOutput` (vllm/outputs.py): what Ray's stage reads of it, and its finish reason."""
+
+    token_ids: list[int]
+    text: str
+    finish_reason: str
+    logprobs: object = None
+
+
+@dataclasses.dataclass
+class RequestOutput:
+    """vLLM's `RequestOutput` (vllm/outputs.py), one sample."""
+
+    prompt: str
+    prompt_token_ids: list[int]
+    outputs: list[CompletionOutput]
+    metrics: object = None
+    prompt_logprobs: object = None
+
+
+@pytest.mark.parametrize("prompt_tokens, generated, max_model_len, vllm_reason", [
+    (9, 3, 4096, "stop"),  # ended by itself
+    (9, 5, 4096, "length"),  # max_tokens reached
+    (9, 4, 13, "length"),  # prompt + reply reached the engine's max_model_len before max_tokens
+    (9, 3, 13, "stop"),
+])
+def test_finish_reason_through_rays_vllm_stage(monkeypatch, prompt_tokens, generated, max_model_len, vllm_reason):
+    """Ray's stage drops vLLM's finish reason (its output row has none), so the mapping rebuilds it from the
+    counts the row carries, as vLLM's length check does."""
+    gen = load_config(LLAMA7B, ["generation.max_new_tokens=5",
+                                f"generation.vllm.max_model_len={max_model_len}"]).generation
+    fake = types.ModuleType("vllm")
+    fake.outputs = types.SimpleNamespace(RequestOutput=RequestOutput, PoolingRequestOutput=type("Pooling", (), {}))
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    engine_out = RequestOutput(prompt="p", prompt_token_ids=list(range(prompt_tokens)),
+                               outputs=[CompletionOutput(list(range(generated)), " x ", vllm_reason)])
+    done = vLLMOutputData.from_vllm_engine_output(engine_out).model_dump()  # Ray's own conversion
+    assert "finish_reason" not in done and vllm_reason not in {str(v) for v in done.values()}
+    row = [r for r in build_requests(PROMPTS, 1, 0) if r["prompt_id"] == "a1"][0]
+    assert vllm.from_output({**vllm.to_request(row, gen), **done}, gen, "m")["finish_reason"] == vllm_reason
+
+
 def test_engine_and_processor_config_from_the_config():
     gen = load_config(LLAMA7B, [
         "generation.vllm.tensor_parallel_size=2", "generation.vllm.replicas=3", "generation.vllm.batch_size=16",

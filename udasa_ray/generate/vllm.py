@@ -45,8 +45,24 @@ def to_request(row: dict[str, Any], gen: GenerationConfig) -> dict[str, Any]:
     }
 
 
+def finish_reason(row: dict[str, Any], gen: GenerationConfig) -> str:
+    """vLLM's finish reason for an output row, rebuilt from the token counts: Ray's vLLM stage drops vLLM's own.
+
+    Ray 2.60's `vLLMOutputData.from_vllm_engine_output` (ray/llm/_internal/batch/stages/vllm_engine_stage.py) copies
+    `token_ids`, `text`, their count and the log-probs of `RequestOutput.outputs[0]`, not its `finish_reason`; the
+    row adds only `request_id`, `batch_uuid`, `time_taken_llm`, `params` and `__inference_error__`. So the rule is
+    vLLM's own length check (v1 `check_stop`): a request is capped ("length") once its output reaches `max_tokens` or
+    prompt plus output reach `max_model_len`; else it stopped by itself ("stop", as the hf backend says). The one case
+    it cannot tell: an end-of-sequence token that lands exactly on the last allowed token, which vLLM calls "stop".
+    """
+    n = int(row["num_generated_tokens"])
+    total = int(row.get("num_input_tokens") or 0) + n
+    capped = n >= gen.max_new_tokens or (bool(gen.vllm.max_model_len) and total >= gen.vllm.max_model_len)
+    return "length" if capped else "stop"
+
+
 def from_output(row: dict[str, Any], gen: GenerationConfig, model: str) -> dict[str, Any]:
-    """The processor's output row -> a `responses` row (vLLM's stage drops finish_reason)."""
+    """The processor's output row -> a `responses` row (see `finish_reason`: Ray's stage drops vLLM's)."""
     n = int(row["num_generated_tokens"])
     return {
         "prompt_id": row["prompt_id"],
@@ -54,10 +70,28 @@ def from_output(row: dict[str, Any], gen: GenerationConfig, model: str) -> dict[
         "sample_idx": int(row["sample_idx"]),
         "response": row["generated_text"].strip(),
         "n_tokens": n,
-        "finish_reason": "length" if n >= gen.max_new_tokens else "stop",
+        "finish_reason": finish_reason(row, gen),
         "model": model,
         "seed": int(row["seed"]),
     }
+
+
+# Ray's vLLM stage's own bundle for one engine worker (one per GPU of a replica) when no placement group is given.
+ENGINE_BUNDLE = {"CPU": 1, "GPU": 1}
+
+
+def placement_group_config(gen: GenerationConfig) -> dict[str, Any] | None:
+    """`generation.actor_resources` (custom Ray resources, e.g. `accelerator_type:A10G`) on every engine worker.
+
+    Ray 2.60's processor config has no free-form resources field: `accelerator_type` takes one GPU type only, and
+    `placement_group_config` is what places the engine. Its `bundle_per_worker` is copied tensor_parallel x
+    pipeline_parallel times: the bundles of each replica's placement group with the Ray executor (TP > 1), the
+    engine actor's own `num_gpus`/`num_cpus`/`resources` with the single-process one (TP = 1).
+    None (Ray's default placement) when no resources are asked for.
+    """
+    if not gen.actor_resources:
+        return None
+    return {"bundle_per_worker": {**ENGINE_BUNDLE, **gen.actor_resources}, "strategy": "PACK"}
 
 
 def processor_config(gen: GenerationConfig, model_source: str):
@@ -69,6 +103,7 @@ def processor_config(gen: GenerationConfig, model_source: str):
         concurrency=gen.vllm.replicas,
         batch_size=gen.vllm.batch_size,
         chat_template_stage=gen.prompt_template == "chat",
+        placement_group_config=placement_group_config(gen),
     )
 
 

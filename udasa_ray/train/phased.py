@@ -8,6 +8,7 @@ stage's checkpoint; its reference is the initial policy (default) or that previo
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -32,11 +33,22 @@ def planned_stages(run: RunDir) -> list[dict]:
     return [s for s in summary["stages"] if s["file"]]
 
 
+def work_dir(train_cfg: TrainConfig, run: RunDir) -> Path:
+    """The run's own folder for the stage data and caches the workers share: `<run>/train/work` by default; under a
+    configured `train.work_dir` (one shared folder for every run, as the cluster configs set it) a subfolder named
+    after the run directory and a hash of its absolute path, so two runs never write over each other's files
+    (`stage_<k>_train.parquet`, `eval.parquet`, the dataset and reference log-prob caches)."""
+    if not train_cfg.work_dir:
+        return run / "train" / "work"
+    digest = hashlib.sha256(str(run.path).encode()).hexdigest()[:12]
+    return Path(train_cfg.work_dir).expanduser().resolve() / f"{run.path.name}-{digest}"
+
+
 def stage_job(cfg: Config, run: RunDir, stage: dict, index: int, last: bool, start: str, base: str,
                   eval_ids: set[str]) -> StageJob:
-    """Everything a worker needs for one stage, with its data written to the shared work dir."""
+    """Everything a worker needs for one stage, with its data written to the run's shared work dir."""
     train_cfg, gen = cfg.train, cfg.generation
-    work = Path(train_cfg.work_dir).expanduser().resolve() if train_cfg.work_dir else run / "train" / "work"
+    work = work_dir(train_cfg, run)
     work.mkdir(parents=True, exist_ok=True)
     pairs = pq.read_table(run / "stages" / stage["file"]).to_pylist()
     train = [p for p in pairs if p["prompt_id"] not in eval_ids]
