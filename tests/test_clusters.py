@@ -35,7 +35,10 @@ CLUSTERS = ROOT / "clusters"
 LAUNCHERS = sorted(CLUSTERS.glob("*.yaml"))
 KUBERAY = CLUSTERS / "kuberay"
 CLUSTER_FILES = [*LAUNCHERS, KUBERAY / "raycluster.yaml"]
-LLAMA_CONFIGS = [ROOT / "configs" / "llama7b.yaml", ROOT / "configs" / "llama30b.yaml"]
+# The recipes as run: LLaMA-7B, LLaMA-30B, and 30B writing the data a 7B policy learns from (an overlay).
+LLAMA_CONFIGS = [(ROOT / "configs" / "llama7b.yaml",), (ROOT / "configs" / "llama30b.yaml",),
+                 (ROOT / "configs" / "llama7b.yaml", ROOT / "configs" / "llama30b-data-7b-policy.yaml")]
+LLAMA_IDS = ["+".join(p.stem for p in c) for c in LLAMA_CONFIGS]
 SHARED = "/mnt/cluster_storage"  # the shared volume of every node; the LLaMA configs keep caches there
 TORCH_PIN = re.search(r'"(torch==[^"]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
 # vCPUs and GPUs of the machine types in the launcher files: a node type must declare what its machine has.
@@ -257,8 +260,8 @@ def test_shared_volume_is_read_write_many() -> None:
 
 
 @pytest.mark.parametrize("cluster", CLUSTER_FILES, ids=ids(CLUSTER_FILES))
-@pytest.mark.parametrize("config", LLAMA_CONFIGS, ids=[p.stem for p in LLAMA_CONFIGS])
-def test_llama_config_fits_the_node_types(config: Path, cluster: Path) -> None:
+@pytest.mark.parametrize("config", LLAMA_CONFIGS, ids=LLAMA_IDS)
+def test_llama_config_fits_the_node_types(config: tuple[Path, ...], cluster: Path) -> None:
     cfg = load_config(config)
     assert cfg.generation.backend == "vllm" and cfg.train.use_gpu
     assert cfg.models.cache_dir.startswith(SHARED) and cfg.train.work_dir.startswith(SHARED)
@@ -268,8 +271,8 @@ def test_llama_config_fits_the_node_types(config: Path, cluster: Path) -> None:
 
 
 @pytest.mark.parametrize("path", LAUNCHERS, ids=ids(LAUNCHERS))
-@pytest.mark.parametrize("config", LLAMA_CONFIGS, ids=[p.stem for p in LLAMA_CONFIGS])
-def test_autoscaler_starts_the_8_gpu_type_for_training(config: Path, path: Path) -> None:
+@pytest.mark.parametrize("config", LLAMA_CONFIGS, ids=LLAMA_IDS)
+def test_autoscaler_starts_the_8_gpu_type_for_training(config: tuple[Path, ...], path: Path) -> None:
     """Nothing pins Train workers to a GPU model: Ray's bin packing must choose the 8 x 80 GB type for them."""
     cluster, workers = load(path), train_workers(load_config(config))
     types = cluster["available_node_types"]
@@ -291,9 +294,9 @@ def test_fit_check_rejects_what_does_not_fit(override: str, stage: str) -> None:
         assert not hosts(node_types(cluster), cpus, gpus, count), f"{override} fits {cluster.name}"
 
 
-@pytest.mark.parametrize("config", LLAMA_CONFIGS, ids=[p.stem for p in LLAMA_CONFIGS])
+@pytest.mark.parametrize("config", LLAMA_CONFIGS, ids=LLAMA_IDS)
 @pytest.mark.parametrize("tp", [1, 2])
-def test_vllm_engine_asks_for_the_actor_resources(config: Path, tp: int) -> None:
+def test_vllm_engine_asks_for_the_actor_resources(config: tuple[Path, ...], tp: int) -> None:
     """`generation.actor_resources` steers the vLLM replicas as it steers the hf actors: on every GPU worker of an
     engine (the placement group's bundles with TP > 1, the engine actor itself with TP = 1), as Ray's stage asks."""
     steer = "generation.actor_resources={accelerator_type:A10G: 0.001, gen_node: 1}"

@@ -128,3 +128,18 @@ def test_placement_only_fields_do_not_change_step_hashes():
     assert placed.generation.actor_resources == {"accelerator_type:A10G": 1.0}
     assert section_hash(placed, "generation") == section_hash(base, "generation")
     assert section_hash(load_config(None, ["generation.n=3"]), "generation") != section_hash(base, "generation")
+
+
+def test_a_generator_redoes_generation_and_its_absence_keeps_old_hashes():
+    """models.generator came after runs existed: unset, the models hash is what it was without the
+    field (a finished run stays finished); set, generation depends on it."""
+    import hashlib
+    import json
+
+    base = load_config(None)
+    old = base.to_dict()["models"]
+    del old["generator"]
+    assert section_hash(base, "models") == hashlib.sha256(json.dumps({"models": old}, sort_keys=True).encode()
+                                                          ).hexdigest()[:16]
+    assert section_hash(load_config(None, ["models.generator=huggyllama/llama-30b"]), "models") != \
+        section_hash(base, "models")

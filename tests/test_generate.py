@@ -154,3 +154,19 @@ def test_seeded_sampler_follows_the_logits_device():
     scores = torch.zeros((2, 50), device="meta")
     out = SeededSampler([1, 2], temperature=0.8, top_p=1.0)(None, scores)
     assert out.device.type == "meta" and out.shape == (2, 50)
+
+
+@pytest.mark.timeout(300)
+def test_generate_step_samples_from_the_generator_when_one_is_set(tmp_path, first_run, model_cache):
+    """models.generator writes the responses (e.g. 30B data for a 7B policy); the policy stays.
+    Here the generator is the same weights under another name: same seeds, same text."""
+    from udasa_ray.models import resolve
+
+    cfg, base_run = first_run
+    weights = resolve(cfg.models.policy, model_cache)
+    run = RunDir(tmp_path / "generator")
+    steps.generate_step(_cfg(model_cache, f"models.generator={weights}"), run)
+    rows = read_responses(run / "responses").to_pylist()
+    assert {r["model"] for r in rows} == {weights}
+    assert {r["model"] for r in read_responses(base_run / "responses").to_pylist()} == {cfg.models.policy}
+    assert _responses(run) == _responses(base_run)

@@ -21,6 +21,9 @@ from udasa_ray.config import Config
 
 # Fields that only say where work runs: a run moved to another cluster keeps its finished steps.
 PLACEMENT_ONLY = [("generation", "actor_resources")]
+# Fields added after runs existed: at their default they leave the hash alone, so finished steps
+# of older runs stay finished.
+ADDED_LATER = {("models", "generator"): None}
 
 
 class StepMissing(RuntimeError):
@@ -32,6 +35,9 @@ def section_hash(cfg: Config, *sections: str) -> str:
     d = cfg.to_dict()
     for section, key in PLACEMENT_ONLY:
         d[section].pop(key)
+    for (section, key), default in ADDED_LATER.items():
+        if d[section][key] == default:
+            d[section].pop(key)
     blob = json.dumps({s: d[s] for s in sections}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

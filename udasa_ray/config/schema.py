@@ -10,7 +10,10 @@ from typing import Any, Literal
 
 @dataclass
 class ModelsConfig:
-    policy: str = "bundled:smollm2-135m-instruct"
+    policy: str = "bundled:smollm2-135m-instruct"  # the model that is aligned (trained, checked)
+    # The model that writes the training responses (the generate step, RLCD's contrastive answers);
+    # None: the policy itself. E.g. a 30B model generating the data a 7B policy learns from.
+    generator: str | None = None
     # Where bundled models are unpacked once (GGUF de-quantized, zips extracted).
     cache_dir: str = "~/.cache/udasa-ray"
 
