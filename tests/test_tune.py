@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -43,7 +45,8 @@ def test_grid_never_yields_an_invalid_or_duplicate_curriculum():
 
 def test_optuna_space_samples_only_valid_thresholds():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    space = optuna_space([0.1, 0.8], [0.3, 0.9], [1, 2, 3, 4], min_gap=0.05)
+    # Tune checkpoints the searcher, define-by-run space included: it has to pickle
+    space = pickle.loads(pickle.dumps(optuna_space([0.1, 0.8], [0.3, 0.9], [1, 2, 3, 4], min_gap=0.05)))
     for _ in range(200):
         trial = study.ask()
         space(trial)
@@ -74,6 +77,28 @@ def test_tune_config_errors(tmp_path):
         check_preconditions(load_config(None, ["pairs.method=rlaif"]), run)
     with pytest.raises(StepMissing, match="no finished 'score' step"):
         check_preconditions(load_config(), run)
+
+
+def test_trial_rows_keep_an_errored_trials_thresholds(tmp_path):
+    """A row's curriculum comes from the trial's config, so a trial that failed before reporting
+    still shows what it tried; a trial ASHA stopped has no objective."""
+    from types import SimpleNamespace
+
+    from udasa_ray.tune.sweep import trial_rows
+
+    points = grid_points([0.4], [0.7], [1, 3])
+    run = RunDir(tmp_path / "run")
+    final = {"stage": 3, "stages_trained": 3, "stage_accuracy": 0.75, "objective": 0.75}
+    results = [SimpleNamespace(config={"point": 1}, metrics={}, error=RuntimeError("boom")),
+               SimpleNamespace(config={"stages": 2, "tau1": 0.3, "tau2": 0.6}, metrics=None, error=RuntimeError()),
+               SimpleNamespace(config={"point": 1}, metrics={**final, "stage": 1, "objective": math.nan}, error=None),
+               SimpleNamespace(config={"point": 1}, metrics=final, error=None)]
+    rows = trial_rows(results, points, run)
+    assert [(r["trial"], r["stages"], r["tau1"], r["tau2"], r["thresholds"], r["status"]) for r in rows] == [
+        ("k3_0.4_0.7", 3, 0.4, 0.7, "[0.4, 0.7]", "error"), ("k2_0.45", 2, 0.3, 0.6, "[0.45]", "error"),
+        ("k3_0.4_0.7", 3, 0.4, 0.7, "[0.4, 0.7]", "stopped (ASHA)"), ("k3_0.4_0.7", 3, 0.4, 0.7, "[0.4, 0.7]", "done")]
+    assert rows[0]["trial_dir"] == str(run / "tune" / "trials" / "k3_0.4_0.7")
+    assert rows[2]["objective"] is None and rows[3]["objective"] == 0.75 and rows[3]["stages_done"] == 3
 
 
 def scored_run(path: Path, prompts: int = 16, n: int = 3) -> RunDir:
@@ -135,6 +160,27 @@ def test_two_trial_sweep_writes_table_plots_and_best_config(tmp_path, model_cach
     top = max(trials, key=lambda t: float(t["objective"]))
     assert best.curriculum.thresholds == json.loads(top["thresholds"])
     assert best.models.cache_dir == model_cache and best.train.max_steps_per_stage == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_optuna_sweep_finishes_its_trials(tmp_path, model_cache):
+    """Optuna's define-by-run space is checkpointed with the experiment, and the stages before the
+    last report without a final objective (2 stages: one such report a trial): both trials still
+    finish with one."""
+    run = scored_run(tmp_path / "run")
+    out = subprocess.run(_tune(run, model_cache, "tune.search=optuna", "tune.num_samples=2", "tune.stages=[2]",
+                               "tune.asha=false", "tune.tau1=[0.2, 0.5]", "tune.tau2=[0.6, 0.9]"),
+                         capture_output=True, text=True, env=_env(), timeout=880)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    assert "[tune] 2 trials (optuna)" in out.stdout
+    trials = _trials(run)
+    assert len(trials) == 2 and {t["status"] for t in trials} == {"done"}
+    assert all(math.isfinite(float(t["objective"])) for t in trials)
+    for t in trials:
+        tau1, tau2, th = float(t["tau1"]), float(t["tau2"]), json.loads(t["thresholds"])
+        assert 0.2 <= tau1 < tau2 <= 0.9 and th == spread_thresholds(int(t["stages"]), tau1, tau2)
+        assert t["trial"] == trial_name(int(t["stages"]), th)
 
 
 @pytest.mark.slow

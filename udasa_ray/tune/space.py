@@ -6,7 +6,8 @@ SPEC §5's stage counts from one (τ1, τ2): 1 stage has no threshold, 2 cut at 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -31,16 +32,26 @@ def grid_points(tau1s: Sequence[float], tau2s: Sequence[float], stages: Sequence
     return points
 
 
+@dataclass(frozen=True)
+class OptunaSpace:
+    """Optuna define-by-run: τ2 is drawn above τ1 + min_gap, so no trial is invalid. A module-level
+    class, not a closure, because Tune pickles the searcher (and with it the space) at checkpoints."""
+
+    tau1: tuple[float, float]
+    tau2: tuple[float, float]
+    stages: tuple[int, ...]
+    min_gap: float
+
+    def __call__(self, trial: Any) -> None:
+        trial.suggest_categorical("stages", list(self.stages))
+        t1 = trial.suggest_float("tau1", self.tau1[0], min(self.tau1[1], self.tau2[1] - self.min_gap))
+        trial.suggest_float("tau2", max(self.tau2[0], t1 + self.min_gap), self.tau2[1])
+
+
 def optuna_space(tau1: Sequence[float], tau2: Sequence[float], stages: Sequence[int],
-                 min_gap: float) -> Callable[[Any], None]:
-    """Optuna define-by-run: τ2 is drawn above τ1 + min_gap, so no trial is invalid."""
-
-    def space(trial: Any) -> None:
-        trial.suggest_categorical("stages", sorted(set(stages)))
-        t1 = trial.suggest_float("tau1", tau1[0], min(tau1[1], tau2[1] - min_gap))
-        trial.suggest_float("tau2", max(tau2[0], t1 + min_gap), tau2[1])
-
-    return space
+                 min_gap: float) -> OptunaSpace:
+    """The define-by-run space over τ1, τ2 ([low, high] ranges) and the stage counts."""
+    return OptunaSpace((tau1[0], tau1[1]), (tau2[0], tau2[1]), tuple(sorted(set(stages))), min_gap)
 
 
 def trial_name(k: int, thresholds: Sequence[float]) -> str:

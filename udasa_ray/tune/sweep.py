@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-from pathlib import Path
 from typing import Any
 
 from udasa_ray.config import Config, ConfigError, from_dict
@@ -22,6 +21,16 @@ from udasa_ray.tune.space import grid_points, optuna_space, spread_thresholds, t
 
 # What a trial copies from the run: its scored pairs' inputs, finished steps marked in the manifest.
 SHARED = ["prompts.parquet", "heldout.parquet", "responses", "scores", "manifest.json"]
+
+
+def trial_point(config: dict[str, Any], points: list[dict]) -> dict[str, Any]:
+    """A trial's curriculum from its Tune config: an index into the grid's `points`, or Optuna's
+    draw of stages, τ1 and τ2."""
+    p = points[config["point"]] if "point" in config else {k: config[k] for k in ("stages", "tau1", "tau2")}
+    return {"stages": p["stages"], "tau1": p["tau1"], "tau2": p["tau2"],
+            "thresholds": spread_thresholds(p["stages"], p["tau1"], p["tau2"])}
+
+
 def objective_value(cfg: Config, trial: RunDir, trained: dict[str, Any]) -> float:
     """The sweep's objective for a trained trial (see TuneConfig.objective)."""
     objective = cfg.tune.objective
@@ -48,9 +57,8 @@ def run_trial(config: dict[str, Any], base: dict[str, Any], run_dir: str, points
     from udasa_ray.train.phased import train
 
     cfg = from_dict(base)
-    p = points[config["point"]] if "point" in config else \
-        {k: config[k] for k in ("stages", "tau1", "tau2")}
-    th = spread_thresholds(p["stages"], p["tau1"], p["tau2"])
+    p = trial_point(config, points)
+    th = p["thresholds"]
     run = RunDir(run_dir)
     trial = RunDir(run / "tune" / "trials" / trial_name(p["stages"], th))
     workers = cfg.tune.worker_cpus or cfg.train.cpus_per_worker
@@ -72,8 +80,8 @@ def run_trial(config: dict[str, Any], base: dict[str, Any], run_dir: str, points
                  "stage_accuracy": float("nan") if acc is None else float(acc),
                  "stage_eval_loss": stats.get("best_eval_loss") or float("nan"), "stage_steps": stats["steps"]}
             last.update(m)
-            if index < total:  # the last stage reports together with the objective
-                tune.report(m)
+            if index < total:  # the last stage reports together with the objective; until then it is
+                tune.report({**m, "objective": float("nan")})  # NaN, as Tune requires the searcher's metric
 
         trained = train(cfg, trial, on_stage=on_stage)
         tune.report({**last, "objective": objective_value(cfg, trial, trained)})
@@ -140,14 +148,20 @@ def sweep(cfg: Config, run: RunDir, fresh: bool = False) -> dict[str, Any]:
             tune_config=tune.TuneConfig(num_samples=1 if points else tune_cfg.num_samples, search_alg=search,
                                         scheduler=scheduler, max_concurrent_trials=tune_cfg.max_concurrent_trials),
             run_config=tune.RunConfig(name="sweep", storage_path=str(storage.resolve()), verbose=1))
-    results = tuner.fit()
+    return write_sweep_report(cfg, run, trial_rows(tuner.fit(), points, run))
+
+
+def trial_rows(results: Any, points: list[dict], run: RunDir) -> list[dict[str, Any]]:
+    """trials.csv's rows from Tune's results: the curriculum from each trial's config (so an errored
+    trial still shows what it tried), progress and objective from its last report."""
     rows = []
     for r in results:
-        m = r.metrics or {}
-        rows.append({"trial": Path(m["trial_dir"]).name if m.get("trial_dir") else "?",
-                     **{k: m.get(k) for k in ("stages", "tau1", "tau2", "thresholds")},
-                     "stages_done": m.get("stage"), "stage_accuracy": m.get("stage_accuracy"),
-                     "objective": m.get("objective"),
-                     "status": "error" if r.error else "done" if m.get("objective") is not None else "stopped (ASHA)",
-                     "trial_dir": m.get("trial_dir")})
-    return write_sweep_report(cfg, run, rows)
+        m, p = r.metrics or {}, trial_point(r.config, points)
+        name = trial_name(p["stages"], p["thresholds"])
+        final = m.get("stage") is not None and m.get("stage") == m.get("stages_trained")  # reported the objective
+        rows.append({"trial": name, "stages": p["stages"], "tau1": p["tau1"], "tau2": p["tau2"],
+                     "thresholds": json.dumps(p["thresholds"]), "stages_done": m.get("stage"),
+                     "stage_accuracy": m.get("stage_accuracy"), "objective": m.get("objective") if final else None,
+                     "status": "error" if r.error else "done" if final else "stopped (ASHA)",
+                     "trial_dir": str(run / "tune" / "trials" / name)})
+    return rows
