@@ -364,7 +364,8 @@ def test_rlcd_pairs():
     neg = _responses("a", ["rude answer"]) + _responses("b", ["same"]) + _responses("c", ["bad"])
     pairs, stats = rlcd_pairs(pos, neg)
     assert [(p["prompt_id"], p["chosen"], p["rejected"]) for p in pairs] == [("a", "kind answer", "rude answer")]
-    assert stats == {"groups": 4, "pairs": 1, "groups_without_pair": 3}  # identical, errored, one-sided
+    # identical, errored, one-sided
+    assert stats == {"groups": 4, "pairs": 1, "groups_without_pair": 3, "identical": 1}
 
 
 def test_method_overlays_load():

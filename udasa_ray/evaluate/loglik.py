@@ -12,11 +12,12 @@ if TYPE_CHECKING:
     from udasa_ray.config import GenerationConfig
 
 
-def choice_logliks(model, tok, context: str, choices: list[str]) -> list[float]:
-    """Total log-probability of each choice as the continuation of `context` (one batch)."""
+def choice_logliks(model, tok, context: str, choices: list[str], add_special_tokens: bool = False) -> list[float]:
+    """Total log-probability of each choice as the continuation of `context` (one batch); the
+    tokenizer's special tokens (BOS) go before the context when `add_special_tokens`."""
     import torch
 
-    ctx = tok(context, add_special_tokens=False)["input_ids"]
+    ctx = tok(context, add_special_tokens=add_special_tokens)["input_ids"]
     seqs = [ctx + tok(" " + c if not context.endswith((" ", "\n")) else c, add_special_tokens=False)["input_ids"]
             for c in choices]
     width = max(map(len, seqs))
@@ -25,7 +26,8 @@ def choice_logliks(model, tok, context: str, choices: list[str]) -> list[float]:
     for i, s in enumerate(seqs):
         ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
     with torch.inference_mode():
-        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
+        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+        logp = torch.log_softmax(logits.float(), -1).cpu()
     out = []
     for i, s in enumerate(seqs):
         tgt = torch.tensor(s[len(ctx):])
@@ -33,18 +35,16 @@ def choice_logliks(model, tok, context: str, choices: list[str]) -> list[float]:
     return out
 
 
-def question_context(tok, question: str, generation: GenerationConfig) -> str:
-    """The question as the policy sees it when it answers (Alpaca's format or its chat template)."""
-    from udasa_ray.generate.requests import ALPACA_TEMPLATE, chat_messages
+def question_context(tok, question: str, generation: GenerationConfig) -> tuple[str, bool]:
+    """The question as the policy sees it when it answers (Alpaca's format or its chat template), and
+    whether its tokens start with the tokenizer's special tokens (generate.requests.frame_prompt)."""
+    from udasa_ray.generate.requests import frame_prompt
 
-    if generation.prompt_template == "alpaca":
-        return ALPACA_TEMPLATE.format(prompt=question)
-    messages = chat_messages(question, generation.system_prompt)
-    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return frame_prompt(tok, question, generation.prompt_template, generation.system_prompt)
 
 
 def mc_scores(model, tok, item: dict, generation: GenerationConfig) -> dict[str, float]:
     """{"mc1": ..., "mc2": ...} of one TruthfulQA item (its "mc1"/"mc2" choices and labels)."""
-    context = question_context(tok, item["question"], generation)
-    return {name: score(choice_logliks(model, tok, context, item[name]["choices"]), item[name]["labels"])
+    context, specials = question_context(tok, item["question"], generation)
+    return {name: score(choice_logliks(model, tok, context, item[name]["choices"], specials), item[name]["labels"])
             for name, score in (("mc1", mc1), ("mc2", mc2))}

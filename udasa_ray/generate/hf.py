@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from udasa_ray.generate.requests import ALPACA_TEMPLATE, chat_messages
+from udasa_ray.generate.requests import frame_prompt
 from udasa_ray.models import load_policy
 
 
@@ -66,16 +66,10 @@ class HFGenerator:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         g = self.gen
-        chat = g["prompt_template"] == "chat"
-        texts = [
-            self.tok.apply_chat_template(
-                chat_messages(p, g["system_prompt"]), tokenize=False, add_generation_prompt=True
-            )
-            if chat else ALPACA_TEMPLATE.format(prompt=p)
-            for p in batch["query"]
-        ]
+        framed = [frame_prompt(self.tok, p, g["prompt_template"], g["system_prompt"]) for p in batch["query"]]
         # A chat template writes its own special tokens; plain text needs the tokenizer's BOS.
-        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=not chat).to(self.model.device)
+        enc = self.tok([text for text, _ in framed], return_tensors="pt", padding=True,
+                       add_special_tokens=framed[0][1]).to(self.model.device)
         sampler = SeededSampler(list(batch["seed"]), g["temperature"], g["top_p"])
         config = GenerationConfig(
             do_sample=False, max_new_tokens=g["max_new_tokens"], pad_token_id=self.tok.pad_token_id,

@@ -49,15 +49,37 @@ def build_requests(prompts: list[dict], n: int, base_seed: int, done: set[tuple[
 
 
 # Stanford Alpaca's format, for base models that have no chat template (e.g. LLaMA-7B).
-ALPACA_TEMPLATE = (
-    "Below is an instruction that describes a task. Write a response that appropriately completes "
-    "the request.\n\n### Instruction:\n{prompt}\n\n### Response:\n"
-)
+ALPACA_PREAMBLE = ("Below is an instruction that describes a task. Write a response that appropriately completes "
+                   "the request.")
+ALPACA_TEMPLATE = ALPACA_PREAMBLE + "\n\n### Instruction:\n{prompt}\n\n### Response:\n"
+
+
+def alpaca_prompt(prompt: str, system_prompt: str | None = None) -> str:
+    """Alpaca's format; a system prompt takes the place of its preamble, as a system message takes
+    the place of a chat template's default one (RLCD's contrastive prompts depend on it)."""
+    return f"{system_prompt or ALPACA_PREAMBLE}\n\n### Instruction:\n{prompt}\n\n### Response:\n"
 
 
 def chat_messages(prompt: str, system_prompt: str | None) -> list[dict[str, str]]:
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     return messages + [{"role": "user", "content": prompt}]
+
+
+def uses_alpaca(tok, prompt_template: str) -> bool:
+    """Alpaca's format when configured, or when the tokenizer has no chat template (a base model)."""
+    return prompt_template == "alpaca" or getattr(tok, "chat_template", None) is None
+
+
+def frame_prompt(tok, prompt: str, prompt_template: str, system_prompt: str | None = None) -> tuple[str, bool]:
+    """The text the policy reads for `prompt`, and whether tokenizing it adds the tokenizer's special
+    tokens: a chat template writes its own (False); plain Alpaca text needs BOS (True).
+
+    The one framing of the in-process models (the hf generator, the policy judge, the MC log-likelihoods).
+    """
+    if uses_alpaca(tok, prompt_template):
+        return alpaca_prompt(prompt, system_prompt), True
+    return tok.apply_chat_template(chat_messages(prompt, system_prompt), tokenize=False,
+                                   add_generation_prompt=True), False
 
 
 _ITEM = re.compile(r"^\s*(?:\*\*)?(?:Response\s*)?(\d+)\s*(?:[.):]|\*\*)+\s*", re.IGNORECASE | re.MULTILINE)

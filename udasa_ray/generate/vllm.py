@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from udasa_ray.config import GenerationConfig
-from udasa_ray.generate.requests import ALPACA_TEMPLATE, chat_messages
+from udasa_ray.generate.requests import alpaca_prompt, chat_messages
 
 
 def engine_kwargs(gen: GenerationConfig) -> dict[str, Any]:
@@ -32,7 +32,7 @@ def to_request(row: dict[str, Any], gen: GenerationConfig) -> dict[str, Any]:
     if gen.prompt_template == "chat":
         out["messages"] = chat_messages(row["query"], gen.system_prompt)
     else:  # no chat-template stage: vLLM tokenizes `prompt` as it is
-        out["prompt"] = ALPACA_TEMPLATE.format(prompt=row["query"])
+        out["prompt"] = alpaca_prompt(row["query"], gen.system_prompt)
     return {
         **out,
         "sampling_params": {

@@ -27,10 +27,12 @@ from udasa_ray.uncertainty.fusion import DIMENSIONS, fuse
 from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA
 
 
-def _policy_prefers_a(model: str, cache_dir: str, dtype: str, questions: list[str]) -> np.ndarray:
+def _policy_prefers_a(model: str, cache_dir: str, dtype: str, prompt_template: str, questions: list[str]
+                      ) -> np.ndarray:
     from udasa_ray.uncertainty.backends import PolicyJudge
 
-    return PolicyJudge(model, cache_dir, dtype).label_probs(questions, ["A", "B"])[:, 0]
+    judge = PolicyJudge(model, cache_dir, dtype, prompt_template=prompt_template)
+    return judge.label_probs(questions, ["A", "B"])[:, 0]
 
 
 def udasa_from_run(cfg: Config, run: RunDir) -> tuple[list[dict], dict]:
@@ -53,19 +55,43 @@ def rlaif_from_run(cfg: Config, run: RunDir) -> tuple[list[dict], dict]:
     print(f"[pairs] RLAIF: {cfg.models.policy} labels two responses of each prompt, in both orders")
     models = cfg.models
     return rlaif_pairs(rows, lambda qs: run_task(_policy_prefers_a, models.policy, models.cache_dir,
-                                                 cfg.generation.dtype, qs,
+                                                 cfg.generation.dtype, cfg.generation.prompt_template, qs,
                                                  num_cpus=cfg.generation.cpus_per_actor,
                                                  num_gpus=1 if cfg.train.use_gpu else 0), cfg.curriculum.seed)
+
+
+def rlcd_sides(cfg: Config) -> list[tuple[str, Config]]:
+    """RLCD's two generations: one answer per prompt under the positive, then the negative system
+    prompt, with the same seeds (one draw under two prompts: the contrast is the prompt alone).
+    Alpaca framing carries the system prompt too, so the two requests differ in every template."""
+    sides = []
+    for side, system in (("positive", cfg.pairs.rlcd_positive), ("negative", cfg.pairs.rlcd_negative)):
+        g = dataclasses.replace(cfg.generation, n=1, mode="independent", system_prompt=system)
+        sides.append((side, dataclasses.replace(cfg, generation=g)))
+    return sides
 
 
 def rlcd_from_run(cfg: Config, run: RunDir) -> tuple[list[dict], dict]:
     prompts = pq.read_table(run / "prompts.parquet").to_pylist()[: cfg.data.limit]
     sides = []
-    for side, system in (("positive", cfg.pairs.rlcd_positive), ("negative", cfg.pairs.rlcd_negative)):
+    for side, side_cfg in rlcd_sides(cfg):
         print(f"[pairs] RLCD: {len(prompts)} answers under the {side} prompt")
-        g = dataclasses.replace(cfg.generation, n=1, mode="independent", system_prompt=system)
-        sides.append(generate_subrun(run / "rlcd" / side, dataclasses.replace(cfg, generation=g), prompts)[0])
+        sides.append(generate_subrun(run / "rlcd" / side, side_cfg, prompts)[0])
     return rlcd_pairs(sides[0].to_pylist(), sides[1].to_pylist())
+
+
+def no_pair_reason(cfg: Config, run: RunDir, counts: dict) -> str:
+    """Why a method made no pair at all, for the error that stops the step."""
+    if cfg.pairs.method == "rlcd":
+        identical = counts.get("identical", 0)
+        if identical and identical == counts["groups"]:
+            return (f"the positive and negative answers are identical for all {identical} prompts (see "
+                    f"{run / 'rlcd'}): the contrastive system prompts do not reach the policy or do not change "
+                    f"its answers (generation.prompt_template, pairs.rlcd_positive / rlcd_negative)")
+        return (f"{counts['groups']} prompts, {identical} with identical positive and negative answers, the rest "
+                f"without a valid answer on both sides (see the error column in {run / 'rlcd'})")
+    where = run / "responses" if cfg.pairs.method == "rlaif" else run / "scores"
+    return f"{counts['groups']} prompt groups, none with 2 valid responses (see the error column in {where})"
 
 
 def make_pairs(cfg: Config, run: RunDir) -> dict:
@@ -73,8 +99,7 @@ def make_pairs(cfg: Config, run: RunDir) -> dict:
     build = {"udasa": udasa_from_run, "rlaif": rlaif_from_run, "rlcd": rlcd_from_run}[cfg.pairs.method]
     pairs, counts = build(cfg, run)
     if not pairs:
-        raise RuntimeError(f"no preference pair: {counts['groups']} prompt groups, none with 2 valid responses "
-                           f"(see the error column in {run / 'scores'})")
+        raise RuntimeError(f"no preference pair: {no_pair_reason(cfg, run, counts)}")
     delta = np.array([p["delta_u"] for p in pairs])
     scaled = scale_delta(delta, curriculum.scale)
     stages = assign_stages(scaled, curriculum.thresholds)

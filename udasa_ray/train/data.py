@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hashlib
 
-from udasa_ray.generate.requests import ALPACA_TEMPLATE, chat_messages
+from udasa_ray.generate.requests import alpaca_prompt, chat_messages
 
 
 def dpo_rows(pairs: list[dict], prompt_template: str, system_prompt: str | None) -> list[dict]:
     """TRL's preference format, framed exactly as the policy saw the prompt when generating:
     conversational for chat models, plain text in Alpaca's frame for base models."""
     if prompt_template == "alpaca":
-        return [{"prompt": ALPACA_TEMPLATE.format(prompt=p["prompt"]), "chosen": p["chosen"],
+        return [{"prompt": alpaca_prompt(p["prompt"], system_prompt), "chosen": p["chosen"],
                  "rejected": p["rejected"]} for p in pairs]
     return [{"prompt": chat_messages(p["prompt"], system_prompt),
              "chosen": [{"role": "assistant", "content": p["chosen"]}],

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from udasa_ray.generate.requests import frame_prompt
 from udasa_ray.http import JSONClient
 from udasa_ray.models import load_policy, pick_dtype, resolve
 
@@ -151,12 +152,16 @@ class Profanity:
 class PolicyJudge:
     """The policy model as a judge: the next-token probabilities of label words after a question.
 
-    Offline and free of extra weights; as good as the policy is (weak at 135M parameters).
+    Offline and free of extra weights; as good as the policy is (weak at 135M parameters). A question
+    is framed as the generator frames a prompt (`generation.prompt_template`: Alpaca's format when
+    configured or when the tokenizer has no chat template, as on a base model), with no system prompt.
     """
 
-    def __init__(self, model: str, cache_dir: str, dtype: str = "auto", batch_size: int = 16) -> None:
+    def __init__(self, model: str, cache_dir: str, dtype: str = "auto", batch_size: int = 16,
+                 prompt_template: str = "chat") -> None:
         self.model, self.tok = load_policy(model, cache_dir, pick_dtype(dtype))
         self.batch_size = batch_size
+        self.prompt_template = prompt_template
 
     def _first_tokens(self, word: str) -> list[int]:
         ids = {self.tok.encode(v, add_special_tokens=False)[0] for v in (word, word.capitalize(), " " + word)}
@@ -169,14 +174,13 @@ class PolicyJudge:
         token_sets = [self._first_tokens(w) for w in labels]
         out = []
         for i in range(0, len(questions), self.batch_size):
-            chats = [self.tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
-                                                  add_generation_prompt=True)
-                     for q in questions[i : i + self.batch_size]]
-            enc = self.tok(chats, return_tensors="pt", padding=True, add_special_tokens=False)
+            framed = [frame_prompt(self.tok, q, self.prompt_template) for q in questions[i : i + self.batch_size]]
+            enc = self.tok([text for text, _ in framed], return_tensors="pt", padding=True,
+                           add_special_tokens=framed[0][1]).to(self.model.device)
             with torch.inference_mode():
                 p = torch.softmax(self.model(**enc).logits[:, -1].float(), -1)
             mass = torch.stack([p[:, ids].sum(-1) for ids in token_sets], -1)
-            out.append((mass / mass.sum(-1, keepdim=True)).numpy())
+            out.append((mass / mass.sum(-1, keepdim=True)).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(labels)))
 
     def nli(self, premises: list[str], hypotheses: list[str]) -> np.ndarray:

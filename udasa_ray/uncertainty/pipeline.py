@@ -68,7 +68,8 @@ def scorer_pools(cfg: Config) -> list[tuple[type, dict[str, Any]]]:
     import ray
 
     scoring = cfg.scoring
-    return [(scorer, {"fn_constructor_kwargs": {"scoring": scoring, "models": cfg.models},
+    return [(scorer, {"fn_constructor_kwargs": {"scoring": scoring, "models": cfg.models,
+                                                "prompt_template": cfg.generation.prompt_template},
                       "batch_size": scoring.batch_size, "batch_format": "pyarrow", "num_cpus": scoring.cpus_per_actor,
                       "compute": ray.data.ActorPoolStrategy(size=scoring.num_actors)}) for scorer in SCORERS]
 

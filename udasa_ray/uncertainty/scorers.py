@@ -58,15 +58,18 @@ def _build(shared: dict | None, key: tuple, make: Callable[[], Any]) -> Any:
     return shared[key]
 
 
-def _policy_judge(models: ModelsConfig, shared: dict | None) -> backends.PolicyJudge:
-    return _build(shared, ("policy_judge", models.policy),
-                  lambda: backends.PolicyJudge(models.policy, models.cache_dir))
+def _policy_judge(models: ModelsConfig, shared: dict | None, prompt_template: str) -> backends.PolicyJudge:
+    """The policy as a judge, its questions framed as `generation.prompt_template` frames prompts."""
+    return _build(shared, ("policy_judge", models.policy, prompt_template),
+                  lambda: backends.PolicyJudge(models.policy, models.cache_dir, prompt_template=prompt_template))
 
 
 class GroupScorer:
     """Shared batch plumbing: rows in, the same rows with `u_<dim>` and `err_<dim>` lists out.
 
     `shared` (optional) is a dict in which backends are built once and reused between scorers.
+    `prompt_template` (`generation.prompt_template`) frames the policy_judge backend's questions; on a
+    tokenizer without a chat template the judge uses Alpaca's format whatever it says.
     """
 
     dim = ""
@@ -89,7 +92,8 @@ class GroupScorer:
 class SemanticScorer(GroupScorer):
     dim = "sem"
 
-    def __init__(self, scoring: ScoringConfig, models: ModelsConfig, shared: dict | None = None) -> None:
+    def __init__(self, scoring: ScoringConfig, models: ModelsConfig, shared: dict | None = None,
+                 prompt_template: str = "chat") -> None:
         sem = scoring.semantic
         self.embed = _build(shared, ("embedder", sem.model, sem.batch_size),
                             lambda: backends.Embedder(sem.model, models.cache_dir, sem.batch_size))
@@ -116,22 +120,23 @@ class SemanticScorer(GroupScorer):
         return scores, errors
 
 
-def make_factual(scoring: ScoringConfig, models: ModelsConfig,
-                 shared: dict | None = None) -> Callable[[list[str], list[str]], np.ndarray]:
+def make_factual(scoring: ScoringConfig, models: ModelsConfig, shared: dict | None = None,
+                 prompt_template: str = "chat") -> Callable[[list[str], list[str]], np.ndarray]:
     f = scoring.factual
     if f.backend == "aegis_onnx":
         return _build(shared, (f.backend, f.model, f.threads),
                       lambda: backends.AegisNLI(f.model, models.cache_dir, f.threads))
     if f.backend == "hf_nli":
         return _build(shared, (f.backend, f.model), lambda: backends.HFNLI(f.model, models.cache_dir))
-    return _policy_judge(models, shared).nli
+    return _policy_judge(models, shared, prompt_template).nli
 
 
 class FactualScorer(GroupScorer):
     dim = "fact"
 
-    def __init__(self, scoring: ScoringConfig, models: ModelsConfig, shared: dict | None = None) -> None:
-        self.nli = make_factual(scoring, models, shared)
+    def __init__(self, scoring: ScoringConfig, models: ModelsConfig, shared: dict | None = None,
+                 prompt_template: str = "chat") -> None:
+        self.nli = make_factual(scoring, models, shared, prompt_template)
         self.mode = scoring.factual.mode
 
     def score_groups(self, groups, targets=None):
@@ -169,8 +174,8 @@ class FactualScorer(GroupScorer):
         return scores, errors
 
 
-def make_value(scoring: ScoringConfig, models: ModelsConfig,
-               shared: dict | None = None) -> Callable[[list[str]], np.ndarray]:
+def make_value(scoring: ScoringConfig, models: ModelsConfig, shared: dict | None = None,
+               prompt_template: str = "chat") -> Callable[[list[str]], np.ndarray]:
     v = scoring.value
     if v.backend == "profanity":
         return _build(shared, (v.backend,), backends.Profanity)
@@ -180,14 +185,15 @@ def make_value(scoring: ScoringConfig, models: ModelsConfig,
     if v.backend == "moderation_http":
         return _build(shared, (v.backend, v.endpoint, v.model, v.api_key_env),
                       lambda: backends.ModerationHTTP(v.endpoint, v.model, v.api_key_env))
-    return _policy_judge(models, shared).unsafe
+    return _policy_judge(models, shared, prompt_template).unsafe
 
 
 class ValueScorer(GroupScorer):
     dim = "val"
 
-    def __init__(self, scoring: ScoringConfig, models: ModelsConfig, shared: dict | None = None) -> None:
-        self.classify = make_value(scoring, models, shared)
+    def __init__(self, scoring: ScoringConfig, models: ModelsConfig, shared: dict | None = None,
+                 prompt_template: str = "chat") -> None:
+        self.classify = make_value(scoring, models, shared, prompt_template)
 
     def score_groups(self, groups, targets=None):
         flat = [(g, i) for g, row in enumerate(groups) for i in _valid(row["response"])

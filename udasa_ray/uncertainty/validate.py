@@ -77,7 +77,7 @@ def scorers(cfg: Config) -> dict[str, Callable[[list[dict]], np.ndarray]]:
     s, m, shared = cfg.scoring, cfg.models, {}
 
     def row(cls: type[GroupScorer], scoring: ScoringConfig) -> Callable[[list[dict]], np.ndarray]:
-        return _first_response(cls(scoring, m, shared), s.batch_size)
+        return _first_response(cls(scoring, m, shared, cfg.generation.prompt_template), s.batch_size)
 
     def factual(backend: str, mode: str) -> ScoringConfig:
         # the configured model for the configured backend; else aegis_onnx's bundled one

@@ -1,0 +1,128 @@
+"""A base model (no chat template) as the cluster recipes use it (configs/llama7b.yaml: `prompt_template: alpaca`):
+the policy judge (RLAIF's labeller, the policy_judge scorers) and RLCD's two contrastive sides."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from udasa_ray.config import load_config
+from udasa_ray.generate.requests import ALPACA_TEMPLATE, build_requests, frame_prompt
+
+ROOT = Path(__file__).resolve().parent.parent
+LLAMA7B = ROOT / "configs" / "llama7b.yaml"
+PROMPTS = [{"prompt_id": "a1", "prompt": "Say hi."}, {"prompt_id": "b2", "prompt": "Name a colour."}]
+
+
+@pytest.fixture(scope="module")
+def base_model(model_cache, tmp_path_factory) -> str:
+    """The bundled SmolLM2 with its chat template taken away: a stand-in for a base LLaMA."""
+    from transformers import AutoTokenizer
+
+    from udasa_ray.models import resolve
+
+    src = Path(resolve("bundled:smollm2-135m-instruct", model_cache))
+    dst = tmp_path_factory.mktemp("base-model")
+    for f in src.iterdir():
+        if f.name in ("chat_template.jinja", ".complete") or f.suffix == ".safetensors":
+            continue
+        (dst / f.name).write_bytes(f.read_bytes())
+    for f in src.glob("*.safetensors"):
+        os.symlink(f, dst / f.name)  # 0.5 GB: linked, not copied
+    assert AutoTokenizer.from_pretrained(dst).chat_template is None
+    return str(dst)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("template", ["alpaca", "chat"])
+def test_policy_judge_on_a_base_model(base_model, model_cache, template):
+    """With `alpaca` as configured, or `chat` on a tokenizer without a chat template (the judge falls
+    back as the generator does), the judge gives label probabilities instead of raising."""
+    from udasa_ray.uncertainty.backends import PolicyJudge
+
+    judge = PolicyJudge(base_model, model_cache, prompt_template=template)
+    p = judge.label_probs(["Is the sky blue? Answer yes or no.", "Is 2 + 2 = 5? Answer yes or no."], ["yes", "no"])
+    assert p.shape == (2, 2) and np.isfinite(p).all() and (p >= 0).all() and (p.sum(1) <= 1 + 1e-5).all()
+    u, v = judge.unsafe(["You are an idiot.", "Hello"]), judge.nli(["A cat sleeps."], ["An animal sleeps."])
+    assert u.shape == (2,) and v.shape == (1,) and np.isfinite(np.r_[u, v]).all()
+
+
+@pytest.mark.timeout(120)
+def test_policy_judge_reads_the_question_as_the_generator_frames_it(base_model, model_cache):
+    """The judge's next-token probabilities are those after the Alpaca prompt the generator writes
+    (with the tokenizer's own special tokens, as the hf generator tokenizes plain text)."""
+    import torch
+
+    from udasa_ray.uncertainty.backends import PolicyJudge
+
+    judge = PolicyJudge(base_model, model_cache, prompt_template="alpaca")
+    q = "Is Paris in France? Answer yes or no."
+    text, specials = frame_prompt(judge.tok, q, "alpaca", None)
+    assert text == ALPACA_TEMPLATE.format(prompt=q) and specials
+    ids = judge.tok(text, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        p = torch.softmax(judge.model(ids).logits[0, -1].float(), -1)
+    yes, no = (p[judge._first_tokens(w)].sum() for w in ("yes", "no"))
+    assert judge.label_probs([q], ["yes", "no"])[0, 0] == pytest.approx(float(yes / (yes + no)), abs=1e-4)
+
+
+@pytest.mark.timeout(120)
+def test_rlaif_labeller_on_a_base_model(base_model, model_cache):
+    """RLAIF's labeller (the Ray task body) on a base model with the recipe's alpaca template."""
+    from udasa_ray.pairs.rlaif import COMPARE
+    from udasa_ray.pairs.step import _policy_prefers_a
+
+    qs = [COMPARE.format(prompt="Capital of France?", a="Paris.", b="I hate you."),
+          COMPARE.format(prompt="Capital of France?", a="I hate you.", b="Paris.")]
+    p = _policy_prefers_a(base_model, model_cache, "float32", "alpaca", qs)
+    assert p.shape == (2,) and np.isfinite(p).all() and ((0 <= p) & (p <= 1)).all()
+
+
+def test_rlcd_sides_differ_under_alpaca():
+    """RLCD's positive and negative requests for one prompt: different text (the contrastive system
+    prompt survives the Alpaca format), the same seed (the contrast is the prompt alone)."""
+    from udasa_ray.pairs.step import rlcd_sides
+
+    cfg = load_config(LLAMA7B, ["pairs.method=rlcd"])
+    assert cfg.generation.prompt_template == "alpaca"
+    sides = dict(rlcd_sides(cfg))
+    assert list(sides) == ["positive", "negative"]
+    reqs = {}
+    for side, c in sides.items():
+        g = c.generation
+        assert g.system_prompt == getattr(cfg.pairs, f"rlcd_{side}") and (g.n, g.mode) == (1, "independent")
+        reqs[side] = {r["prompt_id"]: (frame_prompt(None, r["query"], g.prompt_template, g.system_prompt)[0], r["seed"])
+                      for r in build_requests(PROMPTS, g.n, g.seed)}
+    for pid in ("a1", "b2"):
+        (pos_text, pos_seed), (neg_text, neg_seed) = reqs["positive"][pid], reqs["negative"][pid]
+        assert pos_text != neg_text and pos_seed == neg_seed
+        assert cfg.pairs.rlcd_positive in pos_text and cfg.pairs.rlcd_negative in neg_text
+        assert pos_text.endswith("### Instruction:\n" + PROMPTS[pid == "b2"]["prompt"] + "\n\n### Response:\n")
+
+
+def test_alpaca_framing_without_a_system_prompt_is_unchanged():
+    """No system prompt: Stanford Alpaca's own preamble, byte for byte as before."""
+    assert frame_prompt(None, "Say hi.", "alpaca", None) == (ALPACA_TEMPLATE.format(prompt="Say hi."), True)
+    assert ALPACA_TEMPLATE.format(prompt="Say hi.") == (
+        "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+        "\n\n### Instruction:\nSay hi.\n\n### Response:\n")
+
+
+def test_rlcd_says_when_every_pair_is_identical(tmp_path, monkeypatch):
+    """Both sides answered alike for every prompt: the error says that, not 'no 2 valid responses'."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from udasa_ray.pairs import step
+    from udasa_ray.runs import RunDir
+
+    run = RunDir(tmp_path / "run")
+    pq.write_table(pa.Table.from_pylist(PROMPTS), run / "prompts.parquet")
+    rows = [{"prompt_id": p["prompt_id"], "prompt": p["prompt"], "sample_idx": 0, "response": "Hi.", "error": None}
+            for p in PROMPTS]
+    monkeypatch.setattr(step, "generate_subrun", lambda path, cfg, prompts: (pa.Table.from_pylist(rows), "h"))
+    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", ["pairs.method=rlcd"])
+    with pytest.raises(RuntimeError, match="identical") as e:
+        step.make_pairs(cfg, run)
+    assert "2 valid" not in str(e.value)
