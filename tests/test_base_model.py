@@ -126,3 +126,16 @@ def test_rlcd_says_when_every_pair_is_identical(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="identical") as e:
         step.make_pairs(cfg, run)
     assert "2 valid" not in str(e.value)
+
+
+def test_rlcd_answers_come_from_the_generator():
+    """RLCD's answers are training data: with models.generator set (30B writes, 7B learns), both
+    sides sample from it, and the policy that is trained stays the 7B."""
+    from udasa_ray.generate.pipeline import with_generator
+    from udasa_ray.pairs.step import rlcd_sides
+
+    overlay = LLAMA7B.parent / "llama30b-data-7b-policy.yaml"
+    cfg = load_config([LLAMA7B, overlay], ["pairs.method=rlcd"])
+    assert cfg.models.policy == "huggyllama/llama-7b" and cfg.models.generator == "huggyllama/llama-30b"
+    assert {c.models.policy for _, c in rlcd_sides(with_generator(cfg))} == {"huggyllama/llama-30b"}
+    assert with_generator(load_config(LLAMA7B)).models.policy == "huggyllama/llama-7b"

@@ -6,7 +6,6 @@ run's manifest (runs.py); a step's implementation is imported only when the step
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -62,15 +61,8 @@ def generate_hash(cfg: Config, run: RunDir) -> str:
     return run.chain_hash(section_hash(cfg, "models", "data", "generation"), "ingest")
 
 
-def with_generator(cfg: Config) -> Config:
-    """`cfg` with the generator in the policy's place: what the generate step samples from."""
-    if cfg.models.generator is None:
-        return cfg
-    return dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, policy=cfg.models.generator))
-
-
 def generate_step(cfg: Config, run: RunDir, force: bool = False) -> dict:
-    from udasa_ray.generate.pipeline import generate
+    from udasa_ray.generate.pipeline import generate, with_generator
 
     if run.step("ingest").get("status") != "done":
         ingest_step(cfg, run)

@@ -71,6 +71,13 @@ def _apply_backend(ds, cfg: Config):
     )
 
 
+def with_generator(cfg: Config) -> Config:
+    """`cfg` with the generator in the policy's place: what the generate step samples from."""
+    if cfg.models.generator is None:
+        return cfg
+    return dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, policy=cfg.models.generator))
+
+
 def generate(cfg: Config, run: RunDir, resume: bool = False) -> dict:
     """Write N responses for each prompt (the first `data.limit` ones) to run/responses/."""
 

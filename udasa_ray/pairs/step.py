@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from udasa_ray.config import Config
 from udasa_ray.curriculum.split import assign_stages, scale_delta, stage_members, stage_names
-from udasa_ray.generate.pipeline import generate_subrun, read_responses
+from udasa_ray.generate.pipeline import generate_subrun, read_responses, with_generator
 from udasa_ray.pairs.build import build_pairs
 from udasa_ray.pairs.rlaif import rlaif_pairs
 from udasa_ray.pairs.rlcd import rlcd_pairs
@@ -74,7 +74,7 @@ def rlcd_sides(cfg: Config) -> list[tuple[str, Config]]:
 def rlcd_from_run(cfg: Config, run: RunDir) -> tuple[list[dict], dict]:
     prompts = pq.read_table(run / "prompts.parquet").to_pylist()[: cfg.data.limit]
     sides = []
-    for side, side_cfg in rlcd_sides(cfg):
+    for side, side_cfg in rlcd_sides(with_generator(cfg)):  # RLCD's answers are data: the generator writes them
         print(f"[pairs] RLCD: {len(prompts)} answers under the {side} prompt")
         sides.append(generate_subrun(run / "rlcd" / side, side_cfg, prompts)[0])
     return rlcd_pairs(sides[0].to_pylist(), sides[1].to_pylist())
