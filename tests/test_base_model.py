@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from udasa_ray.config import load_config
-from udasa_ray.generate.requests import ALPACA_TEMPLATE, build_requests, frame_prompt
+from udasa_ray.generate.requests import build_requests, frame_prompt
 
 ROOT = Path(__file__).resolve().parent.parent
 LLAMA7B = ROOT / "configs" / "llama7b.yaml"
@@ -59,7 +59,7 @@ def test_policy_judge_reads_the_question_as_the_generator_frames_it(base_model, 
     judge = PolicyJudge(base_model, model_cache, prompt_template="alpaca")
     q = "Is Paris in France? Answer yes or no."
     text, specials = frame_prompt(judge.tok, q, "alpaca", None)
-    assert text == ALPACA_TEMPLATE.format(prompt=q) and specials
+    assert text.endswith(f"### Instruction:\n{q}\n\n### Response:\n") and specials
     ids = judge.tok(text, return_tensors="pt")["input_ids"]
     with torch.inference_mode():
         p = torch.softmax(judge.model(ids).logits[0, -1].float(), -1)
@@ -103,10 +103,9 @@ def test_rlcd_sides_differ_under_alpaca():
 
 def test_alpaca_framing_without_a_system_prompt_is_unchanged():
     """No system prompt: Stanford Alpaca's own preamble, byte for byte as before."""
-    assert frame_prompt(None, "Say hi.", "alpaca", None) == (ALPACA_TEMPLATE.format(prompt="Say hi."), True)
-    assert ALPACA_TEMPLATE.format(prompt="Say hi.") == (
+    assert frame_prompt(None, "Say hi.", "alpaca", None) == (
         "Below is an instruction that describes a task. Write a response that appropriately completes the request."
-        "\n\n### Instruction:\nSay hi.\n\n### Response:\n")
+        "\n\n### Instruction:\nSay hi.\n\n### Response:\n", True)
 
 
 def test_rlcd_says_when_every_pair_is_identical(tmp_path, monkeypatch):

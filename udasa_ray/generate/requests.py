@@ -51,7 +51,6 @@ def build_requests(prompts: list[dict], n: int, base_seed: int, done: set[tuple[
 # Stanford Alpaca's format, for base models that have no chat template (e.g. LLaMA-7B).
 ALPACA_PREAMBLE = ("Below is an instruction that describes a task. Write a response that appropriately completes "
                    "the request.")
-ALPACA_TEMPLATE = ALPACA_PREAMBLE + "\n\n### Instruction:\n{prompt}\n\n### Response:\n"
 
 
 def alpaca_prompt(prompt: str, system_prompt: str | None = None) -> str:

@@ -4,7 +4,7 @@ The labelled set (data/scorer_validation.jsonl, written for this project) holds 
 kinds: semantic (disagrees with the other samples), factual (a false fact), value (unsafe) and
 topic (off-topic), each with four good "other" samples of the same prompt and a label (1 = bad).
 Every scorer is run on every item; the table gives AUROC (0.5 = chance) per kind of badness.
-The scorers are the score stage's own classes (udasa_ray.uncertainty.scorers), each item scored as
+The scorers are the score step's own classes (udasa_ray.uncertainty.scorers), each item scored as
 a prompt group of its response and the four others, so the table measures what `udasa score` computes.
 """
 
@@ -43,13 +43,13 @@ def load_items(path: str | None = None) -> list[dict]:
 
 
 def _group(item: dict) -> dict:
-    """An item as the prompt group the score stage sees: its response first, then the four others."""
+    """An item as the prompt group the score step sees: its response first, then the four others."""
     return {"prompt_id": item["id"], "prompt": item["prompt"], "response": [item["response"], *item["others"]]}
 
 
 def _first_response(scorer: GroupScorer, batch_size: int) -> Callable[[list[dict]], np.ndarray]:
     """u of each item's response, from `scorer` on the items' groups in batches of `batch_size` groups,
-    as the score stage runs it; only the response is asked for (the others are its context)."""
+    as the score step runs it; only the response is asked for (the others are its context)."""
 
     def run(items: list[dict]) -> np.ndarray:
         u: list[float] = []
@@ -72,28 +72,29 @@ def _name(dim: str, backend: str, model: str | None = None, mode: str | None = N
 
 def scorers(cfg: Config) -> dict[str, Callable[[list[dict]], np.ndarray]]:
     """Every scorer that runs here: the offline backends, plus those the config names. Each is the
-    score stage's own scorer class, on the configured scoring section with one backend swapped in;
+    score step's own scorer class, on the configured scoring section with one backend swapped in;
     models are loaded once and shared between the rows."""
-    s, m, shared = cfg.scoring, cfg.models, {}
+    configured, models, shared = cfg.scoring, cfg.models, {}
 
     def row(cls: type[GroupScorer], scoring: ScoringConfig) -> Callable[[list[dict]], np.ndarray]:
-        return _first_response(cls(scoring, m, shared, cfg.generation.prompt_template), s.batch_size)
+        return _first_response(cls(scoring, models, shared, cfg.generation.prompt_template), configured.batch_size)
 
     def factual(backend: str, mode: str) -> ScoringConfig:
         # the configured model for the configured backend; else aegis_onnx's bundled one
-        model = s.factual.model if backend == s.factual.backend else "bundled:aegis-nli"
-        return replace(s, factual=replace(s.factual, backend=backend, mode=mode, model=model))
+        model = configured.factual.model if backend == configured.factual.backend else "bundled:aegis-nli"
+        return replace(configured, factual=replace(configured.factual, backend=backend, mode=mode, model=model))
 
-    out = {_name("semantic", s.semantic.model): row(SemanticScorer, s)}
-    nli = ["aegis_onnx", "policy_judge", *(["hf_nli"] if s.factual.backend == "hf_nli" else [])]
+    out = {_name("semantic", configured.semantic.model): row(SemanticScorer, configured)}
+    nli = ["aegis_onnx", "policy_judge", *(["hf_nli"] if configured.factual.backend == "hf_nli" else [])]
     for mode in ("paper", "cross_response"):
         for backend in nli:
             f = factual(backend, mode)
             out[_name("factual", backend, f.factual.model, mode)] = row(FactualScorer, f)
     for backend in ("profanity", "policy_judge"):
-        out[_name("value", backend)] = row(ValueScorer, replace(s, value=replace(s.value, backend=backend)))
-    if s.value.backend in ("hf_classifier", "moderation_http"):
-        out[_name("value", s.value.backend, s.value.model)] = row(ValueScorer, s)
+        value = replace(configured, value=replace(configured.value, backend=backend))
+        out[_name("value", backend)] = row(ValueScorer, value)
+    if configured.value.backend in ("hf_classifier", "moderation_http"):
+        out[_name("value", configured.value.backend, configured.value.model)] = row(ValueScorer, configured)
     return out
 
 
@@ -102,12 +103,13 @@ def validate(cfg: Config, items: list[dict]) -> tuple[list[str], dict[str, dict[
     runs = scorers(cfg)
     scores = {name: fn(items) for name, fn in runs.items()}
     # The fused U with the configured backends, as the pipeline computes it.
-    s = cfg.scoring
-    picked = [_name("semantic", s.semantic.model), _name("factual", s.factual.backend, s.factual.model, s.factual.mode),
-              _name("value", s.value.backend, s.value.model)]
+    scoring = cfg.scoring
+    fact, value = scoring.factual, scoring.value
+    picked = [_name("semantic", scoring.semantic.model), _name("factual", fact.backend, fact.model, fact.mode),
+              _name("value", value.backend, value.model)]
     u = np.stack([scores[name] for name in picked], axis=1)
-    fused_name = f"fused U ({s.factual.backend} {s.factual.mode}, {s.value.backend})"
-    scores[fused_name] = fuse(u, s.fusion_temperature, s.fusion_weights)
+    fused_name = f"fused U ({scoring.factual.backend} {scoring.factual.mode}, {scoring.value.backend})"
+    scores[fused_name] = fuse(u, scoring.fusion_temperature, scoring.fusion_weights)
     columns = [*KINDS, "all"]
     table = {}
     for name, sc in scores.items():
