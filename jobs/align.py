@@ -16,9 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from udasa_ray import steps
 from udasa_ray.config import ConfigError, load_config
 from udasa_ray.data.ingest import IngestError
+from udasa_ray.errors import StepFailed
 from udasa_ray.models import ModelNotAvailable
 from udasa_ray.report.run import write_report
-from udasa_ray.runs import RunDir, StepMissing
+from udasa_ray.runs import RunDir
 
 
 def main() -> int:
@@ -36,18 +37,19 @@ def main() -> int:
         return 2
     run = RunDir(args.run_dir or Path("runs") / "-".join(Path(c).stem for c in args.config))
     try:
-        steps.ingest_step(cfg, run)
-        if cfg.pairs.method != "rlcd":  # RLCD pairs come from their own contrastive generations
-            steps.generate_step(cfg, run)
-        if cfg.pairs.method == "udasa":
-            steps.score_step(cfg, run)
-        steps.pairs_step(cfg, run)
-        trained = steps.train_step(cfg, run)
-        steps.check_step(cfg, run)
-    except (IngestError, ModelNotAvailable, StepMissing) as e:
+        with run.hold("jobs/align.py"):
+            steps.ingest_step(cfg, run)
+            if cfg.pairs.method != "rlcd":  # RLCD pairs come from their own contrastive generations
+                steps.generate_step(cfg, run)
+            if cfg.pairs.method == "udasa":
+                steps.score_step(cfg, run)
+            steps.pairs_step(cfg, run)
+            trained = steps.train_step(cfg, run)
+            steps.check_step(cfg, run)
+            report = write_report(run)
+    except (IngestError, ModelNotAvailable, StepFailed) as e:
         print(f"align: error: {e}", file=sys.stderr)
         return 1
-    report = write_report(run)
     root = run.path.resolve()
     where = {
         "prompts (+ rejects with reasons)": "prompts.parquet, heldout.parquet, rejects.jsonl",

@@ -23,14 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # importable fr
 
 from udasa_ray import steps
 from udasa_ray.config import ConfigError, load_config
+from udasa_ray.errors import StepFailed
 from udasa_ray.evaluate.compare import compare as compare_evals
 from udasa_ray.evaluate.heldout import compare, format_check, read_per_prompt
 from udasa_ray.evaluate.run import evaluate_model
 from udasa_ray.runs import RunDir
 
 ONE_SHOT = Path(__file__).resolve().parent.parent / "configs" / "methods" / "one-shot.yaml"
-SHARED = ["prompts.parquet", "heldout.parquet", "rejects.jsonl", "responses", "scores", "manifest.json",
-          "heldout/base"]
 
 
 def main() -> int:
@@ -59,31 +58,34 @@ def main() -> int:
     one_cfg = load_config([*args.config, ONE_SHOT], [*args.overrides, f"train.max_steps_per_stage={budget}",
                                                       f"train.epochs_per_stage={float(budget)}", peak])
     one = RunDir(Path(args.out or f"{curriculum.path}-oneshot"))
-    for name in SHARED:
-        src, dst = curriculum / name, one / name
-        if src.exists() and not dst.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            (shutil.copytree if src.is_dir() else shutil.copyfile)(src, dst)
-    print(f"[one-shot] all pairs in one stage, at most {budget} steps (the curriculum's planned total), "
-          f"{peak.split('=')[0]}={peak.split('=')[1]}")
-    steps.pairs_step(one_cfg, one)
-    one_trained = steps.train_step(one_cfg, one)
-    steps.check_step(one_cfg, one)
+    try:
+        with one.hold("jobs/curriculum_vs_oneshot.py"):
+            one.adopt(curriculum, steps.SHARED_STEPS)
+            if not (one / "heldout" / "base").exists():  # the base side of the held-out check: a run of its own
+                shutil.copytree(curriculum / "heldout" / "base", one / "heldout" / "base")
+            print(f"[one-shot] all pairs in one stage, at most {budget} steps (the curriculum's planned total), "
+                  f"{peak.split('=')[0]}={peak.split('=')[1]}")
+            steps.pairs_step(one_cfg, one)
+            one_trained = steps.train_step(one_cfg, one)
+            steps.check_step(one_cfg, one)
 
-    result = compare(read_per_prompt(curriculum, "aligned"), read_per_prompt(one, "aligned"), cfg.eval.bootstrap,
-                     cfg.data.seed)
-    print("[compare] held-out prompts, one-shot − curriculum, paired by prompt (lower U is better):\n"
-          + format_check(result, ("curriculum", "one-shot")))
-    (one / "heldout" / "vs_curriculum.json").write_text(json.dumps(
-        {"budget_steps": budget, "curriculum": result["base"], "one_shot": result["aligned"],
-         "paired": result["paired"]}, indent=2))
-    if args.eval:
-        runs = {"vanilla": one / "vanilla", "one-shot": one.path, "three-stage": curriculum.path}
-        evaluate_model(cfg, cfg.models.policy, runs["vanilla"] / "eval", "vanilla")
-        evaluate_model(one_cfg, one_trained["aligned"], one / "eval", "one-shot", one_trained["aligned_hash"])
-        evaluate_model(cfg, trained["aligned"], curriculum / "eval", "three-stage", trained["aligned_hash"])
-        table = compare_evals([str(r) for r in runs.values()], one / "compare")
-        print(f"\n[compare] {table}\n" + Path(table).read_text())
+            result = compare(read_per_prompt(curriculum, "aligned"), read_per_prompt(one, "aligned"),
+                             cfg.eval.bootstrap, cfg.data.seed)
+            print("[compare] held-out prompts, one-shot − curriculum, paired by prompt (lower U is better):\n"
+                  + format_check(result, ("curriculum", "one-shot")))
+            (one / "heldout" / "vs_curriculum.json").write_text(json.dumps(
+                {"budget_steps": budget, "curriculum": result["base"], "one_shot": result["aligned"],
+                 "paired": result["paired"]}, indent=2))
+            if args.eval:
+                runs = {"vanilla": one / "vanilla", "one-shot": one.path, "three-stage": curriculum.path}
+                evaluate_model(cfg, cfg.models.policy, runs["vanilla"] / "eval", "vanilla")
+                evaluate_model(one_cfg, one_trained["aligned"], one / "eval", "one-shot", one_trained["aligned_hash"])
+                evaluate_model(cfg, trained["aligned"], curriculum / "eval", "three-stage", trained["aligned_hash"])
+                table = compare_evals([str(r) for r in runs.values()], one / "compare")
+                print(f"\n[compare] {table}\n" + Path(table).read_text())
+    except StepFailed as e:
+        print(f"curriculum_vs_oneshot: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

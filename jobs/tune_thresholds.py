@@ -14,8 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # importable fr
 from udasa_ray import steps
 from udasa_ray.config import ConfigError, load_config
 from udasa_ray.data.ingest import IngestError
+from udasa_ray.errors import StepFailed
 from udasa_ray.models import ModelNotAvailable
-from udasa_ray.runs import RunDir, StepMissing
+from udasa_ray.runs import RunDir
 from udasa_ray.tune.sweep import sweep
 
 
@@ -34,11 +35,12 @@ def main() -> int:
         return 2
     run = RunDir(args.run_dir or Path("runs") / Path(args.config[0]).stem)
     try:
-        steps.ingest_step(cfg, run)
-        steps.generate_step(cfg, run)
-        steps.score_step(cfg, run)
-        result = sweep(cfg, run, args.fresh)
-    except (IngestError, ModelNotAvailable, StepMissing, ConfigError) as e:
+        with run.hold("jobs/tune_thresholds.py"):
+            steps.ingest_step(cfg, run)
+            steps.generate_step(cfg, run)
+            steps.score_step(cfg, run)
+            result = sweep(cfg, run, args.fresh)
+    except (IngestError, ModelNotAvailable, StepFailed, ConfigError) as e:
         print(f"tune_thresholds: error: {e}", file=sys.stderr)
         return 1
     print(f"tune_thresholds: {result['finished']}/{result['trials']} trials finished; results in {run / 'tune'}"

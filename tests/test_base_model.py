@@ -1,7 +1,6 @@
 """A base model (no chat template) as the cluster recipes use it (configs/llama7b.yaml: `prompt_template: alpaca`):
 the policy judge (RLAIF's labeller, the policy_judge scorers) and RLCD's two contrastive sides."""
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,25 +12,6 @@ from udasa_ray.generate.requests import build_requests, frame_prompt
 ROOT = Path(__file__).resolve().parent.parent
 LLAMA7B = ROOT / "configs" / "llama7b.yaml"
 PROMPTS = [{"prompt_id": "a1", "prompt": "Say hi."}, {"prompt_id": "b2", "prompt": "Name a colour."}]
-
-
-@pytest.fixture(scope="module")
-def base_model(model_cache, tmp_path_factory) -> str:
-    """The bundled SmolLM2 with its chat template taken away: a stand-in for a base LLaMA."""
-    from transformers import AutoTokenizer
-
-    from udasa_ray.models import resolve
-
-    src = Path(resolve("bundled:smollm2-135m-instruct", model_cache))
-    dst = tmp_path_factory.mktemp("base-model")
-    for f in src.iterdir():
-        if f.name in ("chat_template.jinja", ".complete") or f.suffix == ".safetensors":
-            continue
-        (dst / f.name).write_bytes(f.read_bytes())
-    for f in src.glob("*.safetensors"):
-        os.symlink(f, dst / f.name)  # 0.5 GB: linked, not copied
-    assert AutoTokenizer.from_pretrained(dst).chat_template is None
-    return str(dst)
 
 
 @pytest.mark.timeout(120)

@@ -147,6 +147,28 @@ def test_loaders_map_hub_layouts_and_reject_bad_records(tmp_path):
     assert items[0]["opening"] == "One of the best" and "{opening}" not in items[0]["query"]
 
 
+def test_truthfulqa_hub_configs_join_and_lose_no_record(monkeypatch):
+    """The hub's two TruthfulQA configs, joined by question: a generation record without its multiple-
+    choice twin is an item of its own, one that fails to parse a reject, and a repeated id a reject."""
+    from udasa_ray.data.ingest import Raw
+    from udasa_ray.evaluate import tasks
+
+    gen = [Raw("row 0", {"question": "Q1?", "best_answer": "B", "correct_answers": ["B"], "incorrect_answers": ["X"]}),
+           Raw("row 1", {"question": "Q2?", "best_answer": "C", "correct_answers": ["C"], "incorrect_answers": ["Y"]}),
+           Raw("row 2", error="not a JSON object")]
+    mc = [Raw("row 0", {"question": "Q1?", "mc1_targets": {"choices": ["B", "X"], "labels": [1, 0]},
+                        "mc2_targets": {"choices": ["B", "X"], "labels": [1, 0]}}),
+          Raw("row 1", {"question": "Q3?", "id": "same", "mc2_targets": {"choices": ["T", "F"], "labels": [1, 0]}}),
+          Raw("row 2", {"question": "Q4?", "id": "same", "mc2_targets": {"choices": ["U", "G"], "labels": [1, 0]}})]
+    monkeypatch.setattr(tasks, "read_records", lambda src, split: iter(gen if src.endswith(":generation") else mc))
+    items, rejects = load_task("truthful", "hf:truthfulqa/truthful_qa", _cfg().eval)
+    assert sorted(i["question"] for i in items) == ["Q1?", "Q2?", "Q3?"]
+    q1 = next(i for i in items if i["question"] == "Q1?")
+    assert q1["correct"] == ["B"] and q1["mc1"]["choices"] == ["B", "X"]  # both configs' fields
+    assert sorted((r["position"], r["reason"]) for r in rejects) == [
+        ("generation row 2", "not a JSON object"), ("multiple_choice row 2", "duplicate id 'same'")]
+
+
 # --- offline judges with the real bundled models ----------------------------------------------
 
 @pytest.mark.slow

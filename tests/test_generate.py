@@ -112,6 +112,12 @@ def test_killed_run_resumes_only_missing_rows(tmp_path, model_cache, ray_local, 
     assert "resuming: 2 responses on disk, 2 to go" in capsys.readouterr().out
     assert stats["generated_this_run"] == 2 and stats["responses"] == 4
     assert _responses(run) == before
+    # A finished step with a truncated part (a full disk): set aside, and only its row made again.
+    part = sorted((run / "responses").glob("part-*.parquet"))[1]
+    part.write_bytes(part.read_bytes()[:100])
+    stats = steps.generate_step(cfg, run)
+    assert f"{part.name} cannot be read" in capsys.readouterr().out and stats["generated_this_run"] == 1
+    assert _responses(run) == before and (part.parent / f".corrupt-{part.name}").exists()
     # Finished with the same config: skipped; a changed config regenerates from scratch.
     steps.generate_step(cfg, run)
     assert "skipped" in capsys.readouterr().out

@@ -53,6 +53,14 @@ def test_align_job_config_error_exits_2(tmp_path):
     assert r.returncode == 2 and "curriculum.thresholds: must be increasing" in r.stderr
 
 
+def test_compare_methods_names_an_unknown_method(tmp_path):
+    """An override after --methods is read as a method name: the job says so instead of looking for its YAML."""
+    r = subprocess.run([sys.executable, str(ROOT / "jobs" / "compare_methods.py"), "--out", str(tmp_path),
+                        "--methods", "rlaif", "eval.limit=8"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "unknown method(s) eval.limit=8" in r.stderr and "before --methods" in r.stderr
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.timeout(600)
 def test_curriculum_vs_oneshot_shares_the_run_and_the_step_budget(tmp_path, model_cache):
     """The one-shot run reuses the curriculum run's responses, scores and base held-out answers, trains

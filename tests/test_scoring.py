@@ -363,3 +363,25 @@ def test_pairs_need_scores(tmp_path, capsys):
     assert main(["pairs", "--run-dir", str(tmp_path)]) == 1
     assert "no finished 'score' step: run `udasa score` first" in capsys.readouterr().err
 
+
+
+@pytest.mark.timeout(300)
+def test_a_backend_failing_on_most_records_fails_the_step(tmp_path, model_cache, ray_local, capsys):
+    """A dead moderation endpoint: every response's value score fails, above the error budget, so
+    `udasa score` exits 1 naming the backend and its first error, and keeps no half-scored output.
+    The empty responses (a data condition, not a backend failure) are not counted."""
+    from udasa_ray.cli import main
+
+    run = _fake_run(tmp_path)
+    args = ["score", "--config", str(ROOT / "configs" / "tiny-cpu.yaml"), "--run-dir", str(run.path),
+            f"models.cache_dir={model_cache}", "scoring.value.backend=moderation_http",
+            "scoring.value.endpoint=http://127.0.0.1:9/v1"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "9 of 12 responses failed in a scorer backend, above scoring.max_error_rate=0.1" in err
+    assert "the first: value: failed: EndpointUnreachable" in err and "127.0.0.1:9" in err
+    assert not (run / "scores").exists() and run.step("score")["status"] == "running"
+    # A budget that allows it: the records are marked, the step finishes (as without a budget).
+    assert main([*args, "scoring.max_error_rate=1"]) == 0
+    scores = read_parts(run / "scores", SCORE_SCHEMA).to_pylist()
+    assert len(scores) == 12 and sum("value: failed" in (r["error"] or "") for r in scores) == 9

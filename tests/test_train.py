@@ -258,3 +258,29 @@ def test_runs_sharing_a_configured_work_dir_keep_their_own_training_files(tmp_pa
     plain = stage_job(load_config(ROOT / "configs" / "tiny-cpu.yaml", FAST), runs[0], planned_stages(runs[0])[0],
                       1, True, "start", "base", set())
     assert Path(plain.train_file).parent == runs[0] / "train" / "work"
+
+
+def test_a_failed_stage_names_its_worker_error(tmp_path, monkeypatch):
+    """A worker's exception reaches the user as one line naming it and what to do, not a traceback."""
+    from udasa_ray.errors import StepFailed
+    from udasa_ray.train import phased
+    from udasa_ray.train.job import StageJob
+
+    class Trainer:  # Ray Train's TorchTrainer as it fails: the error carries each rank's traceback
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def fit(self):
+            raise RuntimeError("Training failed due to worker errors:\n[Rank 0,1 Error Snippet]:\nTraceback (most "
+                               "recent call last):\n  File \"dpo.py\", line 3\nIndexError: pop from an empty deque\n"
+                               "... (Output truncated. See individual worker logs for full details) ...")
+
+    monkeypatch.setattr("ray.train.torch.TorchTrainer", Trainer)
+    job = StageJob(stage=2, name="moderate", start="m", ref="m", train_file="t", eval_file=None, work_dir="w",
+                   steps=1, warmup=0, decay=0, peak_lr=1e-6, beta=0.1, batch_size=1, grad_accum=1, max_length=64,
+                   precompute=True, eval_steps=1, patience=1, reward_saturation=1.0, dtype="float32", seed=0,
+                   threads=1, deepspeed=None)
+    with pytest.raises(StepFailed) as e:
+        phased.fit_stage(load_config(None), job, tmp_path / "out", tmp_path / "ray")
+    assert str(e.value).startswith("stage 2 (moderate) failed on Ray Train: IndexError: pop from an empty deque")
+    assert "finished stages are kept" in str(e.value)

@@ -163,27 +163,6 @@ def test_two_trial_sweep_writes_table_plots_and_best_config(tmp_path, model_cach
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_optuna_sweep_finishes_its_trials(tmp_path, model_cache):
-    """Optuna's define-by-run space is checkpointed with the experiment, and the stages before the
-    last report without a final objective (2 stages: one such report a trial): both trials still
-    finish with one."""
-    run = scored_run(tmp_path / "run")
-    out = subprocess.run(_tune(run, model_cache, "tune.search=optuna", "tune.num_samples=2", "tune.stages=[2]",
-                               "tune.asha=false", "tune.tau1=[0.2, 0.5]", "tune.tau2=[0.6, 0.9]"),
-                         capture_output=True, text=True, env=_env(), timeout=880)
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    assert "[tune] 2 trials (optuna)" in out.stdout
-    trials = _trials(run)
-    assert len(trials) == 2 and {t["status"] for t in trials} == {"done"}
-    assert all(math.isfinite(float(t["objective"])) for t in trials)
-    for t in trials:
-        tau1, tau2, th = float(t["tau1"]), float(t["tau2"]), json.loads(t["thresholds"])
-        assert 0.2 <= tau1 < tau2 <= 0.9 and th == spread_thresholds(int(t["stages"]), tau1, tau2)
-        assert t["trial"] == trial_name(int(t["stages"]), th)
-
-
-@pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_interrupted_sweep_resumes(tmp_path, model_cache):
     """Kill the sweep (SIGKILL to its process group) once the 3-stage trial has finished stage 1; the

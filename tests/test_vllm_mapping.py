@@ -215,6 +215,22 @@ def test_listwise_requests_one_per_prompt_with_the_papers_prompt(monkeypatch):
     assert engine_request(req, monkeypatch).params.n == 1  # one reply that lists the N responses
 
 
+def test_listwise_replies_begin_as_a_numbered_list_where_the_prompt_is_our_text():
+    """Alpaca framing: the prompt ends with "1." and the response keeps it, so the split finds item 1;
+    an independent request and Ray's chat-template path get no prefix."""
+    gen = load_config(LLAMA7B).generation
+    listwise, single = build_requests(PROMPTS, 2, 0, listwise=True)[0], build_requests(PROMPTS, 2, 0)[0]
+    req = vllm.to_request(listwise, gen)
+    assert req["prompt"].endswith("### Response:\n1.")
+    out = vllm.from_output({**req, "generated_text": " Red.\n2. Blue.", "num_generated_tokens": 6}, gen, "m")
+    assert out["response"] == "1. Red.\n2. Blue."
+    assert [r["response"] for r in split_listwise({**out, "error": None}, 2)] == ["Red.", "Blue."]
+    assert vllm.to_request(single, gen)["prompt"].endswith("### Response:\n")
+    chat = load_config(LLAMA7B, ["generation.prompt_template=chat"]).generation
+    assert vllm.from_output({**vllm.to_request(listwise, chat), "generated_text": "1. Red.", "num_generated_tokens": 3},
+                            chat, "m")["response"] == "1. Red."
+
+
 def test_split_listwise():
     text = "Sure!\n1. Red.\n2) Blue, like the sky in 2024.\n**Response 3:** Green.\n4. extra"
     out = split_listwise({"prompt_id": "a", "response": text, "sample_idx": LISTWISE}, 3)

@@ -11,12 +11,13 @@ from pathlib import Path
 
 from udasa_ray.config import Config, ConfigError, load_config
 from udasa_ray.data.ingest import IngestError
+from udasa_ray.errors import StepFailed
 from udasa_ray.models import ModelNotAvailable
-from udasa_ray.runs import RunDir, StepMissing
+from udasa_ray.runs import RunDir
 
 CONFIG_HELP = "YAML recipe, then overlays such as configs/methods/rlaif.yaml (repeatable; default: built-in)"
 # What a command may fail with that is the user's to fix: printed as one line, exit status 1.
-USER_ERRORS = (IngestError, ModelNotAvailable, StepMissing, ConfigError, FileNotFoundError)
+USER_ERRORS = (IngestError, ModelNotAvailable, StepFailed, ConfigError, FileNotFoundError)
 
 STEPS = {
     "ingest": "read prompts: [INPUT] -> prompts.parquet + rejects.jsonl (INPUT: a file or hf:<dataset>; "
@@ -65,14 +66,15 @@ def _step(cfg: Config, args: argparse.Namespace) -> int:
     from udasa_ray import steps
 
     run = RunDir(args.run_dir)
-    if args.command == "ingest":
-        steps.ingest_step(cfg, run, args.input, args.force)
-    elif args.command == "tune":
-        from udasa_ray.tune.sweep import sweep
+    with run.hold(f"udasa {args.command}"):
+        if args.command == "ingest":
+            steps.ingest_step(cfg, run, args.input, args.force)
+        elif args.command == "tune":
+            from udasa_ray.tune.sweep import sweep
 
-        sweep(cfg, run, fresh=args.force)
-    else:
-        getattr(steps, f"{args.command}_step")(cfg, run, args.force)
+            sweep(cfg, run, fresh=args.force)
+        else:
+            getattr(steps, f"{args.command}_step")(cfg, run, args.force)
     return 0
 
 
@@ -101,7 +103,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from udasa_ray.report.run import write_report
 
-    print(f"report: {write_report(RunDir(args.run_dir))}")
+    print(f"report: {write_report(RunDir.existing(args.run_dir))}")
     return 0
 
 

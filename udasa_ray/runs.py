@@ -8,32 +8,51 @@ sections it reads and the hash of the step whose output it reads (`chain_hash`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from udasa_ray.config import Config
+from udasa_ray.errors import StepFailed
+from udasa_ray.parts import unreadable_parts
 
-# Fields that only say where work runs: a run moved to another cluster keeps its finished steps.
-PLACEMENT_ONLY = [("generation", "actor_resources")]
+# Fields that do not change a step's output, only where it runs or when it gives up: a run moved
+# to another cluster, or given another error budget, keeps its finished steps.
+NOT_HASHED = [("generation", "actor_resources"), ("scoring", "max_error_rate")]
 # Fields added after runs existed: at their default they leave the hash alone, so finished steps
 # of older runs stay finished.
 ADDED_LATER = {("models", "generator"): None}
 
 
-class StepMissing(RuntimeError):
+class StepMissing(StepFailed):
     """A step's input has not been produced yet."""
+
+
+class RunBusy(StepFailed):
+    """Another live job holds the run directory."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def section_hash(cfg: Config, *sections: str) -> str:
     """Hash of the named config sections: a step reruns only when what it reads changed."""
     d = cfg.to_dict()
-    for section, key in PLACEMENT_ONLY:
+    for section, key in NOT_HASHED:
         d[section].pop(key)
     for (section, key), default in ADDED_LATER.items():
         if d[section][key] == default:
@@ -47,6 +66,45 @@ class RunDir:
         self.path = Path(path).expanduser().resolve()  # absolute: Ray workers run in other directories
         self.path.mkdir(parents=True, exist_ok=True)
         self.manifest_path = self.path / "manifest.json"
+
+    @classmethod
+    def existing(cls, path: str | os.PathLike) -> RunDir:
+        """A run directory that must already hold a run (for commands that only read one)."""
+        p = Path(path).expanduser()
+        if not (p / "manifest.json").is_file():
+            raise StepMissing(f"there is no run at {p} (no manifest.json)")
+        return cls(p)
+
+    @contextlib.contextmanager
+    def hold(self, command: str) -> Iterator[None]:
+        """Hold the run directory for one job: a second job on it stops at once, naming the holder.
+        A lock left by a dead process on this host is taken over; one from another host is named,
+        since its process cannot be checked from here."""
+        lock = self.path / ".lock"
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "since": time.time()}
+        while True:
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                break
+            except FileExistsError:
+                try:
+                    other = json.loads(lock.read_text())
+                except (OSError, ValueError):
+                    other = {}
+                if other.get("host") == me["host"] and not _alive(int(other.get("pid", 0))):
+                    print(f"[run] {self.path}: taking over the lock of pid {other.get('pid')} (no longer running)")
+                    lock.unlink(missing_ok=True)
+                    continue
+                since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(other.get("since", 0)))
+                raise RunBusy(f"{self.path} is in use by pid {other.get('pid', '?')} on {other.get('host', '?')} "
+                              f"('{other.get('command', '?')}', since {since}); wait for it, or delete {lock} "
+                              "if that job is gone") from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -76,6 +134,35 @@ class RunDir:
         """A step's hash: its own config sections' hash plus the hash its input was made with."""
         return hashlib.sha256((own + self.step(upstream)["config_hash"]).encode()).hexdigest()[:16]
 
+    def adopt(self, src: RunDir, names: Sequence[str]) -> list[str]:
+        """Take `src`'s finished steps `names`, their outputs and manifest entries, where this run lacks
+        them or holds another version (a changed config, a rerun): runs that share their early steps
+        (methods, sweep trials) start from the same data, and never from a stale copy. Only these
+        steps' entries are taken, never `src`'s later steps. Returns the steps taken."""
+        m = self.manifest()
+        taken = []
+        for name in names:
+            entry = src.step(name)
+            if entry.get("status") != "done" or m["steps"].get(name) == entry:
+                continue
+            for out in entry.get("outputs", []):
+                have, theirs = self.path / out, src.path / out
+                shutil.rmtree(have) if have.is_dir() else have.unlink(missing_ok=True)
+                (shutil.copytree if theirs.is_dir() else shutil.copyfile)(theirs, have)
+            m["steps"][name] = entry
+            taken.append(name)
+        self._write(m)
+        return taken
+
+    def _set_aside_unreadable(self, name: str, outputs: list[str]) -> bool:
+        """Rename the step's unreadable part files to `.corrupt-*` (kept for a look, never read);
+        True if there were any: the step then resumes and makes their rows again."""
+        bad = [b for out in outputs for b in unreadable_parts(self.path / out)]
+        for p, why in bad:
+            p.rename(p.with_name(f".corrupt-{p.name}"))
+            print(f"[{name}] {p} cannot be read ({why}): set aside as .corrupt-{p.name}; its rows are made again")
+        return bool(bad)
+
     def _update(self, name: str, **fields: Any) -> None:
         m = self.manifest()
         m["steps"].setdefault(name, {}).update(fields)
@@ -96,18 +183,18 @@ class RunDir:
         otherwise stale outputs are removed first. Returns the step's stats.
         """
         prev = self.step(name)
-        if not force and prev.get("status") == "done" and prev.get("config_hash") == config_hash:
+        same = not force and prev.get("config_hash") == config_hash
+        repaired = same and self._set_aside_unreadable(name, outputs)
+        if same and prev.get("status") == "done" and not repaired:
             print(f"[{name}] already done with config {config_hash}: skipped (--force to redo)")
             return prev.get("stats", {})
-        resume = not force and prev.get("status") == "running" and prev.get("config_hash") == config_hash
+        resume = same and (prev.get("status") == "running" or repaired)
         if not resume:
             for out in outputs:
                 p = self.path / out
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        m = self.manifest()
-        m["config"] = cfg.to_dict()
-        self._write(m)
-        self._update(name, status="running", config_hash=config_hash, started=time.time(), outputs=outputs)
+        self._update(name, status="running", config_hash=config_hash, config=cfg.to_dict(), started=time.time(),
+                     outputs=outputs)
         stats = fn(resume)
         self._update(name, status="done", finished=time.time(), stats=stats)
         return stats

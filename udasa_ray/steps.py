@@ -17,6 +17,9 @@ from udasa_ray.config import Config
 from udasa_ray.data.ingest import PROMPT_COLUMNS, IngestError, ingest, split_heldout
 from udasa_ray.runs import RunDir, StepMissing, section_hash
 
+# The steps that runs of one recipe share (methods compared, sweep trials): taken with RunDir.adopt.
+SHARED_STEPS = ("ingest", "generate", "score")
+
 
 def _source_fingerprint(source: str) -> str:
     p = Path(source).expanduser()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -57,9 +58,11 @@ def check_type(key: str, value: Any, tp: Any) -> Any:
         return build(tp, value, key + ".")
     if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
         try:
-            return float(value)
+            value = float(value)
         except ValueError:
             raise ConfigError(f"{key}: expected float, got {value!r}") from None
+    if tp is float and isinstance(value, float) and not math.isfinite(value):  # "nan", ".inf"
+        raise ConfigError(f"{key}: expected a finite float, got {value!r}")
     if tp in (int, float) and isinstance(value, bool):
         raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
     if tp is float and isinstance(value, int):

@@ -104,6 +104,9 @@ class ScoringConfig:
     fusion_temperature: float = 1.0
     fusion_weights: list[float] | None = None  # fixed (sem, fact, val) weights instead of softmax
     unsafe_threshold: float = 0.5  # a response with u_val above it counts as unsafe in reports
+    # The share of responses whose scoring may fail in a backend (an endpoint's 401/429, a dead URL, a
+    # model error) before the step fails instead of going on with NaN scores. Empty responses do not count.
+    max_error_rate: float = 0.1
 
 
 @dataclass

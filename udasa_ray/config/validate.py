@@ -42,6 +42,7 @@ RULES: dict[str, list[Rule]] = {
         ("num_actors", lambda s: s.num_actors >= 1, ">= 1"),
         ("cpus_per_actor", lambda s: s.cpus_per_actor > 0, "> 0"),
         ("fusion_temperature", lambda s: s.fusion_temperature > 0, "> 0"),
+        ("max_error_rate", lambda s: 0 <= s.max_error_rate <= 1, "in [0, 1]"),
         ("fusion_weights", lambda s: s.fusion_weights is None or (
             len(s.fusion_weights) == 3 and min(s.fusion_weights) >= 0 and sum(s.fusion_weights) > 0),
          "three non-negative weights (sem, fact, val), not all 0, or null"),

@@ -74,12 +74,26 @@ def _item(task: str, rec: Any, eval_cfg: EvalConfig) -> dict | str:
 
 
 def _truthfulqa_hf(source: str, split: str):
-    """TruthfulQA on the hub keeps generation and multiple choice in two configs: join them by question."""
-    gen = {r.record["question"]: r.record for r in read_records(f"{source}:generation", split) if r.error is None}
+    """TruthfulQA on the hub keeps generation and multiple choice in two configs: join them by question.
+    A record without its twin stands alone (multiple choice built from its answers, or its answers from
+    its multiple choice), and one that fails to parse is yielded too, to become a reject."""
+    def question(r):  # noqa: ANN001, ANN202
+        return r.record.get("question") if r.error is None and isinstance(r.record, dict) else None
+
+    gen = {}
+    for r in read_records(f"{source}:generation", split):
+        r.position = f"generation {r.position}"
+        if isinstance(question(r), str) and question(r) not in gen:
+            gen[question(r)] = r
+        else:
+            yield r
     for raw in read_records(f"{source}:multiple_choice", split):
-        if raw.error is None and raw.record.get("question") in gen:
-            raw.record = {**gen[raw.record["question"]], **raw.record}
+        raw.position = f"multiple_choice {raw.position}"
+        twin = gen.pop(question(raw), None) if isinstance(question(raw), str) else None
+        if twin is not None:
+            raw.record = {**twin.record, **raw.record}
         yield raw
+    yield from gen.values()
 
 
 def load_task(task: str, source: str, eval_cfg: EvalConfig) -> tuple[list[dict], list[dict]]:
@@ -87,16 +101,19 @@ def load_task(task: str, source: str, eval_cfg: EvalConfig) -> tuple[list[dict],
     split = eval_cfg.hf_split or DEFAULT_SPLIT[task]
     raws = _truthfulqa_hf(source, split) if task == "truthful" and source.startswith("hf:") and ":" not in \
         source[3:] else read_records(source, split)
-    items, rejects, seen = [], [], set()
+    items, rejects, seen, ids = [], [], set(), set()
     for raw in raws:
         item = raw.error or _item(task, raw.record, eval_cfg)
         if isinstance(item, dict):
             key = item["query"]
+            rid = raw.record.get("id") if isinstance(raw.record.get("id"), str) else prompt_id(key)
             if key in seen:
                 item = "duplicate item"
+            elif rid in ids:
+                item = f"duplicate id {rid!r}"
             else:
                 seen.add(key)
-                rid = raw.record.get("id") if isinstance(raw.record.get("id"), str) else prompt_id(key)
+                ids.add(rid)
                 items.append({**item, "id": f"{task}/{rid}", "task": task})
                 if eval_cfg.limit and len(items) >= eval_cfg.limit:
                     break

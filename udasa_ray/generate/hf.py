@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from udasa_ray.generate.requests import frame_prompt
+from udasa_ray.generate.requests import frame_prompt, reply_prefix
 from udasa_ray.models import load_policy
 
 
@@ -67,9 +67,10 @@ class HFGenerator:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         g = self.gen
         framed = [frame_prompt(self.tok, p, g["prompt_template"], g["system_prompt"]) for p in batch["query"]]
+        prefixes = [reply_prefix({"sample_idx": i}) for i in batch["sample_idx"]]
         # A chat template writes its own special tokens; plain text needs the tokenizer's BOS.
-        enc = self.tok([text for text, _ in framed], return_tensors="pt", padding=True,
-                       add_special_tokens=framed[0][1]).to(self.model.device)
+        enc = self.tok([text + prefix for (text, _), prefix in zip(framed, prefixes, strict=True)], return_tensors="pt",
+                       padding=True, add_special_tokens=framed[0][1]).to(self.model.device)
         sampler = SeededSampler(list(batch["seed"]), g["temperature"], g["top_p"])
         config = GenerationConfig(
             do_sample=False, max_new_tokens=g["max_new_tokens"], pad_token_id=self.tok.pad_token_id,
@@ -79,10 +80,10 @@ class HFGenerator:
             out = self.model.generate(**enc, generation_config=config, logits_processor=LogitsProcessorList([sampler]))
         new = out[:, enc["input_ids"].shape[1]:].tolist()
         responses, n_tokens, finish = [], [], []
-        for ids in new:
+        for ids, prefix in zip(new, prefixes, strict=True):
             stopped = self.eos in ids
             ids = ids[: ids.index(self.eos) + 1] if stopped else ids
-            responses.append(self.tok.decode(ids, skip_special_tokens=True).strip())
+            responses.append((prefix + self.tok.decode(ids, skip_special_tokens=True)).strip())
             n_tokens.append(len(ids))
             finish.append("stop" if stopped else "length")
         return {

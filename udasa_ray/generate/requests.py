@@ -24,6 +24,14 @@ LISTWISE_TEMPLATE = (
     "question. Ensure each response is independent. Question: {prompt}"
 )
 LISTWISE = -1  # sample_idx of a listwise request: it stands for all N samples
+# A listwise reply is begun for the model as a numbered list. Measured on the bundled SmolLM2-135M in
+# Alpaca framing (8 prompts, N=2, 64 tokens): 0 of 8 replies parsed into N items without it, 8 of 8 with it.
+LISTWISE_PREFIX = "1."
+
+
+def reply_prefix(row: dict) -> str:
+    """The text a request's reply starts with, written into the prompt and kept in the response."""
+    return LISTWISE_PREFIX if int(row["sample_idx"]) == LISTWISE else ""
 
 
 def build_requests(prompts: list[dict], n: int, base_seed: int, done: set[tuple[str, int]] = frozenset(),

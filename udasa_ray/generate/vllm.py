@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from udasa_ray.config import GenerationConfig
-from udasa_ray.generate.requests import alpaca_prompt, chat_messages
+from udasa_ray.generate.requests import alpaca_prompt, chat_messages, reply_prefix
 
 
 def engine_kwargs(gen: GenerationConfig) -> dict[str, Any]:
@@ -26,13 +26,19 @@ def engine_kwargs(gen: GenerationConfig) -> dict[str, Any]:
     }
 
 
+def _prefix(row: dict[str, Any], gen: GenerationConfig) -> str:
+    """The reply's start (requests.reply_prefix) where the prompt is our text; Ray's chat-template stage
+    ends the prompt itself, so chat requests go without."""
+    return "" if gen.prompt_template == "chat" else reply_prefix(row)
+
+
 def to_request(row: dict[str, Any], gen: GenerationConfig) -> dict[str, Any]:
     """A request row -> what the vLLM processor reads: chat messages and per-row sampling params."""
     out = {**row, "user_prompt": row["prompt"]}
     if gen.prompt_template == "chat":
         out["messages"] = chat_messages(row["query"], gen.system_prompt)
     else:  # no chat-template stage: vLLM tokenizes `prompt` as it is
-        out["prompt"] = alpaca_prompt(row["query"], gen.system_prompt)
+        out["prompt"] = alpaca_prompt(row["query"], gen.system_prompt) + _prefix(row, gen)
     return {
         **out,
         "sampling_params": {
@@ -68,7 +74,7 @@ def from_output(row: dict[str, Any], gen: GenerationConfig, model: str) -> dict[
         "prompt_id": row["prompt_id"],
         "prompt": row["user_prompt"],
         "sample_idx": int(row["sample_idx"]),
-        "response": row["generated_text"].strip(),
+        "response": (_prefix(row, gen) + row["generated_text"]).strip(),
         "n_tokens": n,
         "finish_reason": finish_reason(row, gen),
         "model": model,

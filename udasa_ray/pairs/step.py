@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from udasa_ray.config import Config
 from udasa_ray.curriculum.split import assign_stages, scale_delta, stage_members, stage_names
+from udasa_ray.errors import StepFailed
 from udasa_ray.generate.pipeline import generate_subrun, read_responses, with_generator
 from udasa_ray.pairs.build import build_pairs
 from udasa_ray.pairs.rlaif import rlaif_pairs
@@ -99,7 +100,7 @@ def make_pairs(cfg: Config, run: RunDir) -> dict:
     build = {"udasa": udasa_from_run, "rlaif": rlaif_from_run, "rlcd": rlcd_from_run}[cfg.pairs.method]
     pairs, counts = build(cfg, run)
     if not pairs:
-        raise RuntimeError(f"no preference pair: {no_pair_reason(cfg, run, counts)}")
+        raise StepFailed(f"no preference pair: {no_pair_reason(cfg, run, counts)}")
     delta = np.array([p["delta_u"] for p in pairs])
     scaled = scale_delta(delta, curriculum.scale)
     stages = assign_stages(scaled, curriculum.thresholds)

@@ -83,6 +83,14 @@ class PhasedDPOTrainer(DPOTrainer):
     def __init__(self, *args: Any, schedule: dict[str, Any], **kwargs: Any) -> None:
         self.schedule = schedule
         super().__init__(*args, **kwargs)
+        # TRL precomputes the reference log-probs (here, in the constructor) through a DeepSpeed inference
+        # engine wrapped around the policy module itself. Under ZeRO-3 that engine's hooks stay on the module
+        # and break the training engine's parameter trace: "IndexError: pop from an empty deque" at the first
+        # step with 2 workers (the cluster-shape test). Both datasets are precomputed by now: remove them.
+        engine = getattr(self, "_precompute_engine", None)
+        if engine is not None:
+            engine.destroy()
+            self._precompute_engine = None
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> LambdaLR:
         s = self.schedule
@@ -183,6 +191,13 @@ def train_stage(job: StageJob, output_dir: str) -> dict[str, Any]:
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "tensorboard")
+    if job.deepspeed and dist.is_available() and dist.is_initialized():
+        import deepspeed
+
+        # DeepSpeed adopts Ray Train's process group. On a GPU, transformers' Accelerate state does this;
+        # on CPU (use_cpu) it does not, and ZeRO-3's sharded load then counts a world of 1 and fails its
+        # batch check ("16 != 2 * 4 * 1" with 2 workers: found by the cluster-shape test).
+        deepspeed.init_distributed(dist_backend=dist.get_backend())
     # DPOConfig first: under ZeRO-3 it is what lets from_pretrained shard the weights as they load.
     args = dpo_args(job, str(out / "trainer"), precompute=job.precompute)
     tok = AutoTokenizer.from_pretrained(job.start)
@@ -214,7 +229,8 @@ def train_stage(job: StageJob, output_dir: str) -> dict[str, Any]:
                "eval_pairs": len(evaluation or []),
                "beta": job.beta, "peak_lr": job.peak_lr, "seconds": round(seconds, 1), "world_size": args.world_size,
                "bf16": args.bf16, "zero_stage": zero, "lora_r": job.lora["r"] if job.lora else None,
-               "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}
+               "trainable_params": sum(getattr(p, "ds_numel", p.numel())  # ZeRO-3: a rank holds only a shard
+                                       for p in trainer.model.parameters() if p.requires_grad)}
     if rank == 0:
         tok.save_pretrained(str(out))
         trainer.state.save_to_json(str(out / "trainer_state.json"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ import pyarrow.parquet as pq
 
 from udasa_ray.config import Config
 from udasa_ray.config.schema import TrainConfig
+from udasa_ray.errors import StepFailed
 from udasa_ray.models import resolve
 from udasa_ray.runs import RunDir, section_hash
 from udasa_ray.train.data import budget_subset, dpo_rows, eval_split
@@ -53,7 +55,8 @@ def stage_job(cfg: Config, run: RunDir, stage: dict, index: int, last: bool, sta
     pairs = pq.read_table(run / "stages" / stage["file"]).to_pylist()
     train = [p for p in pairs if p["prompt_id"] not in eval_ids]
     if not train:
-        raise RuntimeError(f"stage {stage['stage']} ({stage['name']}): all {len(pairs)} pairs are in the eval split")
+        raise StepFailed(f"stage {stage['stage']} ({stage['name']}): all {len(pairs)} pairs are in the eval split; "
+                         "lower train.eval_fraction")
     batch = train_cfg.batch_size * train_cfg.grad_accum * train_cfg.num_workers
     steps = stage_steps(len(train), batch, train_cfg.max_steps_per_stage, train_cfg.epochs_per_stage)
     stage_pairs, train = len(train), budget_subset(train, steps * batch, train_cfg.seed + stage["stage"])
@@ -100,6 +103,13 @@ def scaling_config(train_cfg: TrainConfig):  # noqa: ANN201 (ray.train.ScalingCo
     return ScalingConfig(num_workers=train_cfg.num_workers, use_gpu=train_cfg.use_gpu, resources_per_worker=resources)
 
 
+def worker_error(text: str) -> str:
+    """The line that names the exception in a Ray Train error (the last "SomeError: ..." line)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    named = [line for line in lines if re.match(r"^[\w.]*(Error|Exception|Interrupt|Exit)\b", line)]
+    return (named or lines or ["no message"])[-1][:300]
+
+
 def fit_stage(cfg: Config, job: StageJob, out: Path, storage: Path) -> dict[str, Any]:
     """Run one stage on Ray Train and move its checkpoint to `out`."""
     from ray.train import RunConfig
@@ -114,9 +124,13 @@ def fit_stage(cfg: Config, job: StageJob, out: Path, storage: Path) -> dict[str,
         torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
         run_config=RunConfig(name=f"stage_{job.stage}", storage_path=str(storage.resolve())),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception as e:  # a worker raised or died: Ray Train's error holds each rank's traceback
+        raise StepFailed(f"stage {job.stage} ({job.name}) failed on Ray Train: {worker_error(str(e))} (the workers' "
+                         "tracebacks are in the log above); rerun to train it again, finished stages are kept") from e
     if result.checkpoint is None:
-        raise RuntimeError(f"stage {job.stage}: Ray Train finished without a checkpoint ({result.error})")
+        raise StepFailed(f"stage {job.stage}: Ray Train finished without a checkpoint ({result.error})")
     shutil.rmtree(out, ignore_errors=True)
     result.checkpoint.to_directory(str(out))
     shutil.rmtree(storage / f"stage_{job.stage}", ignore_errors=True)  # the copy in Ray's storage

@@ -19,9 +19,6 @@ from udasa_ray.evaluate.registry import direction
 from udasa_ray.runs import RunDir
 from udasa_ray.tune.space import grid_points, optuna_space, spread_thresholds, trial_name
 
-# What a trial copies from the run: its scored pairs' inputs, finished steps marked in the manifest.
-SHARED = ["prompts.parquet", "heldout.parquet", "responses", "scores", "manifest.json"]
-
 
 def trial_point(config: dict[str, Any], points: list[dict]) -> dict[str, Any]:
     """A trial's curriculum from its Tune config: an index into the grid's `points`, or Optuna's
@@ -67,10 +64,7 @@ def run_trial(config: dict[str, Any], base: dict[str, Any], run_dir: str, points
     info = {"stages": p["stages"], "tau1": p["tau1"], "tau2": p["tau2"], "thresholds": json.dumps(th),
             "trial_dir": str(trial.path)}
     with FileLock(str(trial / ".lock")):  # two trials with one curriculum: the second reuses the first
-        for name in SHARED:
-            src, dst = run / name, trial / name
-            if src.exists() and not dst.exists():
-                (shutil.copytree if src.is_dir() else shutil.copyfile)(src, dst)
+        trial.adopt(run, steps.SHARED_STEPS)
         steps.pairs_step(cfg, trial)
         last: dict[str, Any] = {}
 

@@ -8,6 +8,7 @@ step scores only the prompts not yet on disk.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from typing import Any
 
@@ -16,12 +17,17 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from udasa_ray.config import Config
+from udasa_ray.errors import StepFailed
 from udasa_ray.generate.pipeline import read_responses
 from udasa_ray.parts import read_parts, write_part
 from udasa_ray.ray_utils import data_context, init_ray
 from udasa_ray.runs import RunDir
 from udasa_ray.uncertainty.fusion import fuse, fusion_weights
-from udasa_ray.uncertainty.scorers import SCORERS
+from udasa_ray.uncertainty.scorers import SCORERS, backend_failed
+
+
+class ScoringFailed(StepFailed):
+    """More responses failed in a scorer backend than `scoring.max_error_rate` allows."""
 
 SCORE_SCHEMA = pa.schema([
     ("prompt_id", pa.string()), ("prompt", pa.string()), ("sample_idx", pa.int64()), ("response", pa.string()),
@@ -101,6 +107,11 @@ def score(cfg: Config, run: RunDir, resume: bool = False) -> dict:
                 bar.update(table.num_rows)
     table = read_parts(out_dir, SCORE_SCHEMA)
     errors = [e for e in table["error"].to_pylist() if e]
+    failed = [e for e in errors if backend_failed(e)]
+    if table.num_rows and len(failed) / table.num_rows > scoring.max_error_rate:
+        shutil.rmtree(out_dir)  # nothing half-scored is kept: the rerun scores every response again
+        raise ScoringFailed(f"{len(failed)} of {table.num_rows} responses failed in a scorer backend, above "
+                            f"scoring.max_error_rate={scoring.max_error_rate}; the first: {failed[0]}")
     seconds = time.perf_counter() - t0
     return {"responses": table.num_rows, "scored_this_run": sum(len(g["response"]) for g in groups),
             "with_error": len(errors), "seconds": round(seconds, 1),

@@ -19,6 +19,11 @@ from udasa_ray.uncertainty import backends
 from udasa_ray.uncertainty.semantic import semantic_uncertainty
 
 NAN = float("nan")
+FAILED = "failed"  # in a record's error: its backend raised (not a data condition such as an empty response)
+
+
+def backend_failed(error: str | None) -> bool:
+    return bool(error) and f": {FAILED}: " in error
 
 
 def score_robust(fn: Callable[[list], Sequence[float]], items: list, what: str) -> tuple[list[float], list[str | None]]:
@@ -32,7 +37,7 @@ def score_robust(fn: Callable[[list], Sequence[float]], items: list, what: str) 
     try:
         return [check(float(v)) for v in fn(items)], [None] * len(items)
     except EndpointUnreachable as e:  # nothing answers: record by record would only fail slower
-        return [NAN] * len(items), [f"{what}: {type(e).__name__}: {e}"[:300]] * len(items)
+        return [NAN] * len(items), [f"{what}: {FAILED}: {type(e).__name__}: {e}"[:300]] * len(items)
     except Exception:  # isolate the failing records
         scores, errors = [], []
         for it in items:
@@ -41,7 +46,7 @@ def score_robust(fn: Callable[[list], Sequence[float]], items: list, what: str) 
                 errors.append(None)
             except Exception as e:  # noqa: BLE001 - any backend error becomes the record's error
                 scores.append(NAN)
-                errors.append(f"{what}: {type(e).__name__}: {e}"[:300])
+                errors.append(f"{what}: {FAILED}: {type(e).__name__}: {e}"[:300])
         return scores, errors
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from udasa_ray.config import Config, ScoringConfig
+from udasa_ray.errors import StepFailed
 from udasa_ray.uncertainty.fusion import fuse
 from udasa_ray.uncertainty.scorers import FactualScorer, GroupScorer, SemanticScorer, ValueScorer
 
@@ -58,7 +59,7 @@ def _first_response(scorer: GroupScorer, batch_size: int) -> Callable[[list[dict
             scores, errors = scorer.score_groups([_group(it) for it in chunk], targets=(0,))
             for it, s, e in zip(chunk, scores, errors, strict=True):
                 if e[0]:
-                    raise RuntimeError(f"validation item {it['id']}: {e[0]}")
+                    raise StepFailed(f"validation item {it['id']}: {e[0]}")
                 u.append(s[0])
         return np.asarray(u, dtype=np.float64)
 

@@ -1,0 +1,105 @@
+"""The run directory (runs.py): one job at a time, each step's own config, shared steps taken from
+another run, and commands that only read a run refusing a path that holds none."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from udasa_ray.cli import main
+from udasa_ray.config import load_config
+from udasa_ray.parts import CorruptPart, read_parts, write_part
+from udasa_ray.runs import RunDir
+from udasa_ray.steps import SHARED_STEPS
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = str(ROOT / "configs" / "tiny-cpu.yaml")
+HOLDER = """
+import sys
+from udasa_ray.runs import RunDir
+held = RunDir(sys.argv[1]).hold("the first job")  # kept: a collected generator would release it
+held.__enter__()
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_second_job_on_a_run_stops_and_names_the_holder(tmp_path, capsys):
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert holder.stdout.readline().strip() == "held"
+    assert main(["generate", "--config", TINY, "--run-dir", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert f"in use by pid {holder.pid} on {socket.gethostname()} ('the first job'" in err and ".lock" in err
+    assert not (run / "responses").exists()
+    holder.kill()  # SIGKILL: gone without releasing, its lock is stale now and is taken over
+    holder.wait(timeout=30)
+    with RunDir(run).hold("second"):
+        assert str(os.getpid()) in (run / ".lock").read_text()
+    assert "taking over the lock of pid" in capsys.readouterr().out and not (run / ".lock").exists()
+
+
+def test_the_manifest_keeps_the_config_each_step_ran_with(tmp_path):
+    run = RunDir(tmp_path)
+    a, b = load_config(TINY, ["generation.n=2"]), load_config(TINY, ["generation.n=3"])
+    run.run_step("generate", a, "ha", lambda resume: {}, [])
+    run.run_step("score", b, "hb", lambda resume: {}, [])
+    assert run.step("generate")["config"]["generation"]["n"] == 2
+    assert run.step("score")["config"]["generation"]["n"] == 3
+
+
+def test_an_unreadable_part_is_named_set_aside_and_its_rows_made_again(tmp_path, capsys):
+    run, cfg = RunDir(tmp_path), load_config(TINY)
+    out, schema = run / "responses", pa.schema([("k", pa.int64())])
+
+    def work(resume: bool) -> dict:
+        out.mkdir(exist_ok=True)
+        have = set(read_parts(out, schema)["k"].to_pylist()) if resume else set()
+        for k in sorted({0, 1, 2} - have):
+            write_part(pa.table({"k": [k]}, schema=schema), out)
+        return {"made": 3 - len(have)}
+
+    run.run_step("generate", cfg, "h", work, ["responses"])
+    part = sorted(out.glob("part-*.parquet"))[1]
+    part.write_bytes(part.read_bytes()[:40])  # the disk filled up
+    with pytest.raises(CorruptPart, match=f"{part.name} cannot be read"):
+        read_parts(out, schema)
+    assert run.run_step("generate", cfg, "h", work, ["responses"]) == {"made": 1}
+    assert sorted(read_parts(out, schema)["k"].to_pylist()) == [0, 1, 2]
+    assert (out / f".corrupt-{part.name}").exists() and "set aside" in capsys.readouterr().out
+
+
+def test_report_on_a_path_without_a_run_fails_and_creates_nothing(tmp_path, capsys):
+    assert main(["report", "--run-dir", str(tmp_path / "typo")]) == 1
+    assert "there is no run at" in capsys.readouterr().err and not (tmp_path / "typo").exists()
+
+
+
+def test_adopt_takes_the_shared_steps_and_refreshes_a_changed_one(tmp_path):
+    """A method run or sweep trial takes the shared steps' outputs and manifest entries, never a later
+    step's entry (whose outputs it does not have), and takes a step again once the source reran it."""
+    cfg = load_config(TINY)
+    src, dst = RunDir(tmp_path / "shared"), RunDir(tmp_path / "method")
+
+    def step(name: str, outputs: list[str], text: str) -> None:
+        def work(resume: bool) -> dict:
+            for out in outputs:
+                (src / out).write_text(text)
+            return {}
+        src.run_step(name, cfg, "h", work, outputs, force=True)
+
+    for name, outs in [("ingest", ["prompts.parquet", "rejects.jsonl"]), ("generate", ["responses"]),
+                       ("score", ["scores"]), ("pairs", ["pairs"])]:
+        step(name, outs, "v1")
+    assert dst.adopt(src, SHARED_STEPS) == ["ingest", "generate", "score"]
+    assert (dst / "scores").read_text() == "v1" and not (dst / "pairs").exists()
+    assert set(dst.manifest()["steps"]) == {"ingest", "generate", "score"}
+    assert dst.adopt(src, SHARED_STEPS) == []  # nothing changed
+    step("score", ["scores"], "v2")  # rerun (same config, new data): the copy is stale
+    assert dst.adopt(src, SHARED_STEPS) == ["score"] and (dst / "scores").read_text() == "v2"
+    assert dst.step("score") == src.step("score")
