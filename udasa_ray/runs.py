@@ -15,7 +15,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -134,21 +134,22 @@ class RunDir:
         """A step's hash: its own config sections' hash plus the hash its input was made with."""
         return hashlib.sha256((own + self.step(upstream)["config_hash"]).encode()).hexdigest()[:16]
 
-    def adopt(self, src: RunDir, names: Sequence[str]) -> list[str]:
-        """Take `src`'s finished steps `names`, their outputs and manifest entries, where this run lacks
-        them or holds another version (a changed config, a rerun): runs that share their early steps
-        (methods, sweep trials) start from the same data, and never from a stale copy. Only these
+    def adopt(self, src: RunDir, steps: Mapping[str, list[str]]) -> list[str]:
+        """Take `src`'s finished `steps` (name -> outputs), their outputs and manifest entries, where this
+        run lacks them or holds another version (a changed config, a rerun): runs that share their early
+        steps (methods, sweep trials) start from the same data, and never from a stale copy. Only these
         steps' entries are taken, never `src`'s later steps. Returns the steps taken."""
         m = self.manifest()
         taken = []
-        for name in names:
+        for name, outputs in steps.items():
             entry = src.step(name)
             if entry.get("status") != "done" or m["steps"].get(name) == entry:
                 continue
-            for out in entry.get("outputs", []):
+            for out in outputs:
                 have, theirs = self.path / out, src.path / out
                 shutil.rmtree(have) if have.is_dir() else have.unlink(missing_ok=True)
-                (shutil.copytree if theirs.is_dir() else shutil.copyfile)(theirs, have)
+                if theirs.exists():
+                    (shutil.copytree if theirs.is_dir() else shutil.copyfile)(theirs, have)
             m["steps"][name] = entry
             taken.append(name)
         self._write(m)

@@ -17,8 +17,10 @@ from udasa_ray.config import Config
 from udasa_ray.data.ingest import PROMPT_COLUMNS, IngestError, ingest, split_heldout
 from udasa_ray.runs import RunDir, StepMissing, section_hash
 
-# The steps that runs of one recipe share (methods compared, sweep trials): taken with RunDir.adopt.
-SHARED_STEPS = ("ingest", "generate", "score")
+# The steps that runs of one recipe share (methods compared, sweep trials), with their outputs: taken
+# with RunDir.adopt.
+SHARED_STEPS = {"ingest": ["prompts.parquet", "heldout.parquet", "rejects.jsonl"], "generate": ["responses"],
+                "score": ["scores"]}
 
 
 def _source_fingerprint(source: str) -> str:
@@ -55,8 +57,7 @@ def ingest_step(cfg: Config, run: RunDir, source: str | None = None, force: bool
         return {"source": source, "records": total, "prompts": len(prompts), "heldout": len(heldout),
                 "rejected": len(rejects)}
 
-    return run.run_step("ingest", cfg, config_hash, work, ["prompts.parquet", "heldout.parquet", "rejects.jsonl"],
-                         force)
+    return run.run_step("ingest", cfg, config_hash, work, SHARED_STEPS["ingest"], force)
 
 
 def generate_hash(cfg: Config, run: RunDir) -> str:
@@ -71,7 +72,7 @@ def generate_step(cfg: Config, run: RunDir, force: bool = False) -> dict:
         ingest_step(cfg, run)
     config_hash = generate_hash(cfg, run)
     stats = run.run_step("generate", cfg, config_hash, lambda resume: generate(with_generator(cfg), run, resume),
-                          ["responses"], force)
+                          SHARED_STEPS["generate"], force)
     print(f"[generate] {stats['responses']} responses for {stats['prompts']} prompts in {run / 'responses'}"
           + (f"; {stats['tokens_per_s']} tokens/s" if stats.get("tokens_per_s") else ""))
     return stats
@@ -83,7 +84,8 @@ def score_step(cfg: Config, run: RunDir, force: bool = False) -> dict:
     run.require("generate", "generate")
     # The policy model is a scorer backend too (policy_judge), so models is part of the hash.
     config_hash = run.chain_hash(section_hash(cfg, "scoring", "models"), "generate")
-    stats = run.run_step("score", cfg, config_hash, lambda resume: score(cfg, run, resume), ["scores"], force)
+    stats = run.run_step("score", cfg, config_hash, lambda resume: score(cfg, run, resume), SHARED_STEPS["score"],
+                         force)
     m = stats["mean"]
     print(f"[score] {stats['responses']} responses scored ({stats['with_error']} with an error) in "
           f"{run / 'scores'}; mean u_sem {m['u_sem']:.3f}, u_fact {m['u_fact']:.3f}, u_val {m['u_val']:.3f}, "
