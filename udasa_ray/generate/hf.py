@@ -67,7 +67,7 @@ class HFGenerator:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         g = self.gen
         framed = [frame_prompt(self.tok, p, g["prompt_template"], g["system_prompt"]) for p in batch["query"]]
-        prefixes = [reply_prefix({"sample_idx": i}) for i in batch["sample_idx"]]
+        prefixes = [reply_prefix(i) for i in batch["sample_idx"]]
         # A chat template writes its own special tokens; plain text needs the tokenizer's BOS.
         enc = self.tok([text + prefix for (text, _), prefix in zip(framed, prefixes, strict=True)], return_tensors="pt",
                        padding=True, add_special_tokens=framed[0][1]).to(self.model.device)

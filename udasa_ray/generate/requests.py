@@ -29,9 +29,9 @@ LISTWISE = -1  # sample_idx of a listwise request: it stands for all N samples
 LISTWISE_PREFIX = "1."
 
 
-def reply_prefix(row: dict) -> str:
+def reply_prefix(sample_idx: int) -> str:
     """The text a request's reply starts with, written into the prompt and kept in the response."""
-    return LISTWISE_PREFIX if int(row["sample_idx"]) == LISTWISE else ""
+    return LISTWISE_PREFIX if int(sample_idx) == LISTWISE else ""
 
 
 def build_requests(prompts: list[dict], n: int, base_seed: int, done: set[tuple[str, int]] = frozenset(),

@@ -29,7 +29,7 @@ def engine_kwargs(gen: GenerationConfig) -> dict[str, Any]:
 def _prefix(row: dict[str, Any], gen: GenerationConfig) -> str:
     """The reply's start (requests.reply_prefix) where the prompt is our text; Ray's chat-template stage
     ends the prompt itself, so chat requests go without."""
-    return "" if gen.prompt_template == "chat" else reply_prefix(row)
+    return "" if gen.prompt_template == "chat" else reply_prefix(row["sample_idx"])
 
 
 def to_request(row: dict[str, Any], gen: GenerationConfig) -> dict[str, Any]:
