@@ -24,21 +24,21 @@ from udasa_ray.report.run import write_report
 from udasa_ray.runs import RunDir
 
 METHODS_DIR = Path(__file__).resolve().parent.parent / "configs" / "methods"
+OVERLAYS = sorted(f.stem for f in METHODS_DIR.glob("*.yaml"))
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", action="append", help="YAML recipe and overlays (default configs/tiny-cpu.yaml)")
     p.add_argument("--methods", nargs="+", default=["vanilla", "one-shot", "three-stage", "rlaif", "rlcd"],
-                   help=f"vanilla and any of: {', '.join(sorted(f.stem for f in METHODS_DIR.glob('*.yaml')))}")
+                   help=f"vanilla and any of: {', '.join(OVERLAYS)}")
     p.add_argument("--out", default="runs/methods")
     p.add_argument("overrides", nargs="*", help="dotted overrides for every method, e.g. eval.limit=8")
     args = p.parse_args()
     args.config = args.config or ["configs/tiny-cpu.yaml"]
-    known = sorted(f.stem for f in METHODS_DIR.glob("*.yaml"))
-    unknown = [m for m in args.methods if m != "vanilla" and m not in known]
+    unknown = [m for m in args.methods if m != "vanilla" and m not in OVERLAYS]
     if unknown:
-        print(f"compare_methods: unknown method(s) {', '.join(unknown)}; known: vanilla, {', '.join(known)} "
+        print(f"compare_methods: unknown method(s) {', '.join(unknown)}; known: vanilla, {', '.join(OVERLAYS)} "
               "(overrides go before --methods)", file=sys.stderr)
         return 2
     try:
