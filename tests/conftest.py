@@ -1,9 +1,12 @@
-"""Shared fixtures: one local Ray, one bundled-model cache and one base-model stand-in per test session."""
+"""Shared fixtures: one local Ray, one bundled-model cache, one base-model stand-in and one finished
+tiny align run per test session."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,6 +52,39 @@ def ray_local():
     init_ray(RayConfig(num_cpus=2))
     yield
     ray.shutdown()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+# jobs/align.py on 4 prompts x 2 samples x 8 tokens, one response and one prompt group per part file,
+# one DPO step a stage, 2 held-out prompts: small, with enough part files to be cut between.
+TINY_ALIGN = ["data.limit=4", "data.heldout_prompts=2", "generation.n=2", "generation.max_new_tokens=8",
+              "generation.batch_size=1", "scoring.batch_size=1", "train.max_steps_per_stage=1", "train.max_length=64",
+              "train.eval_fraction=0"]
+
+
+def job_env() -> dict[str, str]:
+    """The environment jobs run in here, as the README runs them: their own local Ray (no RAY_ADDRESS),
+    unbuffered output."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def align_cmd(*args: str) -> list[str]:
+    """`python jobs/align.py` on the embedded default, with `args` after it."""
+    return [sys.executable, str(ROOT / "jobs" / "align.py"), "--config", str(ROOT / "configs" / "tiny-cpu.yaml"), *args]
+
+
+@pytest.fixture(scope="session")
+def tiny_align_run(model_cache, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One uninterrupted `jobs/align.py` run of TINY_ALIGN, given a relative run directory as `make run` does
+    (Ray Train workers run in other directories). The job's own test reads its output; the kill-resume
+    test compares its artifacts with a killed run's; curriculum_vs_oneshot builds on it."""
+    cwd = tmp_path_factory.mktemp("align")
+    r = subprocess.run(align_cmd("--run-dir", "run", *TINY_ALIGN, f"models.cache_dir={model_cache}"), cwd=cwd,
+                       env=job_env(), capture_output=True, text=True, timeout=580)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return cwd / "run", r
 
 
 def kill_after(run, step: str, out: str, keep: int) -> int:

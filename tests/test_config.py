@@ -75,6 +75,7 @@ def test_int_is_accepted_for_float():
         ("train.lr=-1e-6", "train.lr: must be > 0"),
         ("train.lr_stage1=0", "train.lr_stage1: must be > 0"),
         ("train.ld_alpha=1.5", "train.ld_alpha: must be in [0, 1]"),
+        ("train.max_failures=-2", "train.max_failures: must be >= 0, or -1 for no limit"),
         ("train.lora={enabled: true, r: 0}", "train.lora.r: must be >= 1"),
         ("train.lora={enabled: true, dropout: 1.0}", "train.lora.dropout: must be in [0, 1)"),
         ("train.lora={enabled: true, target_modules: []}", "train.lora.target_modules: must be at least one module"),

@@ -1,32 +1,22 @@
 """jobs/align.py, run as the README runs it: a separate process that starts its own local Ray."""
 
-import os
+import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT, TINY_ALIGN, align_cmd, job_env
 
 
 def _job(*args, cwd=ROOT):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.run([sys.executable, str(ROOT / "jobs" / "align.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=580)
+    return subprocess.run(align_cmd(*args), cwd=cwd, env=job_env(), capture_output=True, text=True, timeout=580)
 
 
-@pytest.mark.timeout(600)
-def test_align_job_runs_the_whole_pipeline(tmp_path, model_cache):
+def test_align_job_runs_the_whole_pipeline(tiny_align_run):
     """ingest -> generate -> score -> pairs -> phased DPO -> held-out check -> report, on 4 prompts
     x 2 samples x 8 tokens, one DPO step a stage, 2 held-out prompts."""
-    run = tmp_path / "run"  # given relative, as `make run` does: Ray Train workers run in other directories
-    r = _job("--config", str(ROOT / "configs" / "tiny-cpu.yaml"), "--run-dir", "run", "data.limit=4",
-             "data.heldout_prompts=2", "generation.n=2", "generation.max_new_tokens=8", "train.max_steps_per_stage=1",
-             "train.max_length=64", "train.eval_fraction=0", f"models.cache_dir={model_cache}", cwd=tmp_path)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run, r = tiny_align_run
     assert "80 records -> 80 prompts, 0 rejected" in r.stdout and "2 prompts held out" in r.stdout
     assert "8 responses for 4 prompts" in r.stdout
     assert pq.read_table(run / "responses").num_rows == 8
@@ -34,7 +24,7 @@ def test_align_job_runs_the_whole_pipeline(tmp_path, model_cache):
     assert "[pairs] 4 pairs from 4 prompts" in r.stdout
     trained = [line for line in r.stdout.splitlines() if line.startswith("[train] stage") and "->" in line]
     assert len(trained) >= 2  # min-max scaling puts the extreme pairs in different stages
-    assert f"aligned policy: {run / 'train'}" in r.stdout and f"done in {run}" in r.stdout
+    assert f"aligned policy: {run.resolve() / 'train'}" in r.stdout and f"done in {run.resolve()}" in r.stdout
     lines = r.stdout.splitlines()
     check = lines.index(next(line for line in lines if line.startswith("[check] 2 held-out prompts x 2 responses")))
     assert lines[check + 1].split()[:2] == ["base", "aligned"]
@@ -62,29 +52,21 @@ def test_compare_methods_names_an_unknown_method(tmp_path):
 
 
 @pytest.mark.timeout(600)
-def test_curriculum_vs_oneshot_shares_the_run_and_the_step_budget(tmp_path, model_cache):
+def test_curriculum_vs_oneshot_shares_the_run_and_the_step_budget(tiny_align_run, tmp_path, model_cache):
     """The one-shot run reuses the curriculum run's responses, scores and base held-out answers, trains
     one stage for the curriculum's total planned steps, and is compared with it prompt by prompt."""
-    common = ["data.limit=4", "data.heldout_prompts=2", "generation.n=2", "generation.max_new_tokens=8",
-              "train.max_steps_per_stage=1", "train.max_length=64", "train.eval_fraction=0",
-              f"models.cache_dir={model_cache}"]
-    cfg = str(ROOT / "configs" / "tiny-cpu.yaml")
-    r = _job("--config", cfg, "--run-dir", str(tmp_path / "run"), *common)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    base_parts = sorted((tmp_path / "run" / "heldout" / "base" / "responses").glob("part-*"))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
-    r = subprocess.run([sys.executable, str(ROOT / "jobs" / "curriculum_vs_oneshot.py"), "--config", cfg,
-                        "--run-dir", str(tmp_path / "run"), "--eval", *common, "eval.limit=1", "eval.samples=1",
-                        "eval.max_new_tokens=4", "eval.bootstrap=100"], env=env, capture_output=True, text=True,
+    run, _ = tiny_align_run
+    base_parts = sorted((run / "heldout" / "base" / "responses").glob("part-*"))
+    one = tmp_path / "oneshot"
+    r = subprocess.run([sys.executable, str(ROOT / "jobs" / "curriculum_vs_oneshot.py"), "--config",
+                        str(ROOT / "configs" / "tiny-cpu.yaml"), "--run-dir", str(run), "--out", str(one), "--eval",
+                        *TINY_ALIGN, f"models.cache_dir={model_cache}", "eval.limit=1", "eval.samples=1",
+                        "eval.max_new_tokens=4", "eval.bootstrap=100"], env=job_env(), capture_output=True, text=True,
                        timeout=580)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    import json
-
-    curriculum = json.loads((tmp_path / "run" / "train" / "summary.json").read_text())
+    curriculum = json.loads((run / "train" / "summary.json").read_text())
     budget = sum(s["planned_steps"] for s in curriculum["stages"])
     assert len(curriculum["stages"]) >= 2 and f"at most {budget} steps" in r.stdout
-    one = tmp_path / "run-oneshot"
     (stage,) = json.loads((one / "train" / "summary.json").read_text())["stages"]
     assert stage["planned_steps"] == budget and stage["train_pairs"] == 4
     # The base policy's held-out answers were reused, not regenerated (new parts would have new names).

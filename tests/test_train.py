@@ -1,15 +1,13 @@
-"""Phased DPO with the real bundled policy on a few steps: the stage loop on Ray Train, a kill in
-stage 2 and its resume, and DeepSpeed ZeRO-2 on CPU."""
+"""Phased DPO with the real bundled policy on a few steps: the stage loop on Ray Train with its
+schedule, a failing worker, LoRA, and DeepSpeed ZeRO-2 on CPU."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -64,58 +62,24 @@ def _env(model_cache: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ""}
 
 
-# What the stage-2 trainer prints for each train step (StageLog, rank 0), forwarded by Ray to the driver's stdout.
-STAGE_2_STEP = re.compile(r"\[train\] stage 2 step (\d+)/\d+ train loss")
-
-
-def _wait_for(what: str, ready, proc: subprocess.Popen, log: Path, timeout: float) -> None:
-    """Poll until `ready()`; fail when the process ends first or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if proc.poll() is not None:
-            pytest.fail(f"train exited ({proc.returncode}) before {what}: {log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            pytest.fail(f"no {what} within {timeout:.0f}s: {log.read_text()[-3000:]}")
-        time.sleep(0.2)
+# What a stage's trainer prints for each train step (StageLog, rank 0), forwarded by Ray to the driver's stdout.
+STEP_LINE = re.compile(r"\[train\] stage (\d) step (\d+)/\d+ train loss")
 
 
 @pytest.mark.timeout(900)
-def test_stage_loop_killed_in_stage_2_resumes_without_retraining_stage_1(tmp_path, model_cache):
+def test_stage_loop_on_two_ddp_workers_follows_the_schedule(tmp_path, model_cache):
+    """Two stages on 2 gloo workers from the CLI. (A kill in a stage and its resume: tests/test_faults.py.)"""
     run = pairs_run(tmp_path / "run", [16, 16])
-    # DDP over gloo with 2 workers. No eval split here, so no early stop: every planned step runs
-    # and the schedule shows whole.
+    # No eval split here, so no early stop: every planned step runs and the schedule shows whole.
     cmd = _cli(run, "train.eval_fraction=0", "train.num_workers=2", "train.cpus_per_worker=1",
                f"models.cache_dir={model_cache}")
-    # Unbuffered, so the worker lines Ray forwards reach the log as they are printed; no log dedup, which
-    # would hold back stage 2's first step line as a repeat of stage 1's lines (same text but numbers).
+    # No log dedup, which would hold back stage 2's step lines as repeats of stage 1's (same text but numbers).
     env = {**_env(model_cache), "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0"}
-    log = tmp_path / "first.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    # Kill once stage 2 is training: the manifest has it running and its trainer logged a step.
-    _wait_for("the first train step of stage 2",
-              lambda: run.step("train_stage_2").get("status") == "running" and STAGE_2_STEP.search(log.read_text()),
-              proc, log, timeout=600)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    first = log.read_text()
-    assert "[train] stage 1 (conservative): 4/4 steps" in first  # stage 1 had finished...
-    assert run.step("train_stage_1")["status"] == "done"
-    # ... and stage 2 was cut while training: unfinished, with no checkpoint.
-    assert run.step("train_stage_2")["status"] == "running" and not (run / "train" / "stage_2").exists()
-    stage1 = run / "train" / "stage_1" / "model.safetensors"
-    mtime = stage1.stat().st_mtime_ns
-
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=800)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    resumed = out.stdout + out.stderr
-    assert "[train_stage_1] already done" in out.stdout and "[train] stage 1 step" not in resumed
-    assert stage1.stat().st_mtime_ns == mtime  # not retrained
-    # Stage 2 trained again from its start: all its steps, 1 to 4.
-    assert [int(n) for n in STAGE_2_STEP.findall(resumed)] == [1, 2, 3, 4]
-    assert run.step("train_stage_2")["status"] == "done"
+    steps = [(int(stage), int(n)) for stage, n in STEP_LINE.findall(out.stdout + out.stderr)]
+    assert steps == [(1, 1), (1, 2), (1, 3), (1, 4), (2, 1), (2, 2), (2, 3), (2, 4)]
+    assert run.step("train_stage_1")["status"] == run.step("train_stage_2")["status"] == "done"
 
     # The stages trained as planned: 16 pairs, 2 workers x batch 2 -> 4 steps, LR warm-up, peak, decay.
     summary = json.loads((run / "train" / "summary.json").read_text())

@@ -25,7 +25,7 @@ from udasa_ray.parts import unreadable_parts
 
 # Fields that do not change a step's output, only where it runs or when it gives up: a run moved
 # to another cluster, or given another error budget, keeps its finished steps.
-NOT_HASHED = [("generation", "actor_resources"), ("scoring", "max_error_rate")]
+NOT_HASHED = [("generation", "actor_resources"), ("scoring", "max_error_rate"), ("train", "max_failures")]
 # Fields added after runs existed: at their default they leave the hash alone, so finished steps
 # of older runs stay finished.
 ADDED_LATER = {("models", "generator"): None}

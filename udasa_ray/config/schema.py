@@ -179,6 +179,9 @@ class TrainConfig:
     num_workers: int = 1
     cpus_per_worker: float = 2.0
     use_gpu: bool = False
+    # Times Ray Train restarts a stage whose worker died (a preempted spot node) before the step fails;
+    # the stage trains again from its start. -1: without limit.
+    max_failures: int = 0
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # bfloat16: mixed precision
     gradient_checkpointing: bool = False  # trade compute for activation memory (7B/30B)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)

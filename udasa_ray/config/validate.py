@@ -79,6 +79,7 @@ RULES: dict[str, list[Rule]] = {
         ("reward_saturation", lambda t: 0 < t.reward_saturation <= 1, "in (0, 1]"),
         ("num_workers", lambda t: t.num_workers >= 1, ">= 1"),
         ("cpus_per_worker", lambda t: t.cpus_per_worker > 0, "> 0"),
+        ("max_failures", lambda t: t.max_failures >= -1, ">= 0, or -1 for no limit"),
         ("ld_alpha", lambda t: t.ld_alpha is None or 0 <= t.ld_alpha <= 1, "in [0, 1] or null"),
         # LoRA's fields matter only when it is on.
         ("lora.r", lambda t: not t.lora.enabled or t.lora.r >= 1, ">= 1"),

@@ -112,7 +112,7 @@ def worker_error(text: str) -> str:
 
 def fit_stage(cfg: Config, job: StageJob, out: Path, storage: Path) -> dict[str, Any]:
     """Run one stage on Ray Train and move its checkpoint to `out`."""
-    from ray.train import RunConfig
+    from ray.train import FailureConfig, RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from udasa_ray.train.dpo import train_loop
@@ -122,7 +122,8 @@ def fit_stage(cfg: Config, job: StageJob, out: Path, storage: Path) -> dict[str,
         train_loop_config=dataclasses.asdict(job),
         scaling_config=scaling_config(cfg.train),
         torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
-        run_config=RunConfig(name=f"stage_{job.stage}", storage_path=str(storage.resolve())),
+        run_config=RunConfig(name=f"stage_{job.stage}", storage_path=str(storage.resolve()),
+                             failure_config=FailureConfig(max_failures=cfg.train.max_failures)),
     )
     try:
         result = trainer.fit()
