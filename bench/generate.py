@@ -1,7 +1,10 @@
-"""Generation throughput: the Ray Data pipeline vs a plain single-process `generate` loop.
+"""Generation throughput: the Ray Data pipeline vs a plain single-process `generate` loop, and
+both against this machine's compute limit.
 
 Same prompts, model, dtype, sampling settings and requests per batch for both; each timing
-includes loading the model (from the unpacked cache). Prints tokens/s and the ratio.
+includes loading the model (from the unpacked cache). Prints tokens/s and the ratio. The limit is
+what a decode-shaped matmul (batch x hidden by hidden x intermediate, in the generation dtype)
+reaches here, divided by the 2 x parameters FLOPs a token costs.
 
     python bench/generate.py [--prompts 16] [--n 5] [--max-new-tokens 64] [--batch-size 40] [--dtype auto]
 """
@@ -48,6 +51,25 @@ def plain_loop(cfg, prompts: list[str]) -> tuple[int, float]:
     return tokens, time.perf_counter() - t0
 
 
+def compute_limit(cfg, batch: int) -> tuple[float, float]:
+    """(FLOP/s of a decode-shaped matmul here, tokens/s that rate allows the policy)."""
+    from transformers import AutoConfig
+
+    torch.set_num_threads(int(cfg.generation.cpus_per_actor))
+    arch = AutoConfig.from_pretrained(resolve(cfg.models.policy, cfg.models.cache_dir))
+    dtype = getattr(torch, pick_dtype(cfg.generation.dtype))
+    a, b = torch.randn(batch, arch.hidden_size, dtype=dtype), torch.randn(arch.hidden_size, arch.intermediate_size,
+                                                                          dtype=dtype)
+    for _ in range(10):
+        a @ b
+    reps, t0 = 200, time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    flops = 2 * batch * arch.hidden_size * arch.intermediate_size * reps / (time.perf_counter() - t0)
+    model, _ = load_policy(cfg.models.policy, cfg.models.cache_dir, cfg.generation.dtype)
+    return flops, flops / (2 * sum(p.numel() for p in model.parameters()))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--config", default="configs/tiny-cpu.yaml")
@@ -75,9 +97,13 @@ def main() -> None:
     plain_tps = tokens / secs
     print(f"\nsettings: {a.prompts} prompts x {a.n} samples, max_new_tokens={a.max_new_tokens}, "
           f"batch={a.batch_size} requests, dtype={pick_dtype(a.dtype)}, threads={int(cfg.generation.cpus_per_actor)}")
+    flops, limit = compute_limit(cfg, a.batch_size)
     tokens_pipe = stats["tokens_this_run"]
-    print(f"ray data pipeline : {tokens_pipe:6d} tokens in {stats['seconds']:6.1f}s = {pipe_tps:6.1f} tokens/s")
-    print(f"plain generate    : {tokens:6d} tokens in {secs:6.1f}s = {plain_tps:6.1f} tokens/s")
+    print(f"compute limit     : {flops / 1e9:.0f} GFLOP/s on a decode-shaped matmul = {limit:6.1f} tokens/s")
+    print(f"ray data pipeline : {tokens_pipe:6d} tokens in {stats['seconds']:6.1f}s = {pipe_tps:6.1f} tokens/s "
+          f"({pipe_tps / limit:.0%} of the limit)")
+    print(f"plain generate    : {tokens:6d} tokens in {secs:6.1f}s = {plain_tps:6.1f} tokens/s "
+          f"({plain_tps / limit:.0%} of the limit)")
     print(f"ratio pipeline/plain: {pipe_tps / plain_tps:.2f}")
 
 

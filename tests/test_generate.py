@@ -17,9 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _pick(sampler, logits):
-    out = sampler(None, logits)
-    assert ((out == 0).sum(-1) == 1).all() and torch.isinf(out).sum(-1).eq(logits.shape[-1] - 1).all()
-    return out.argmax(-1).tolist()
+    return sampler.draw(logits).tolist()
 
 
 def test_sampler_row_depends_only_on_its_seed():
@@ -158,8 +156,8 @@ def test_seeded_sampler_follows_the_logits_device():
     """The draws come from per-row CPU generators (the same numbers on any device) and must meet
     the logits where they are: a GPU in a Ray actor that reserved one. `meta` stands in for it."""
     scores = torch.zeros((2, 50), device="meta")
-    out = SeededSampler([1, 2], temperature=0.8, top_p=1.0)(None, scores)
-    assert out.device.type == "meta" and out.shape == (2, 50)
+    out = SeededSampler([1, 2], temperature=0.8, top_p=1.0).draw(scores)
+    assert out.device.type == "meta" and out.shape == (2,)
 
 
 @pytest.mark.timeout(300)
@@ -176,3 +174,43 @@ def test_generate_step_samples_from_the_generator_when_one_is_set(tmp_path, firs
     assert {r["model"] for r in rows} == {weights}
     assert {r["model"] for r in read_responses(base_run / "responses").to_pylist()} == {cfg.models.policy}
     assert _responses(run) == _responses(base_run)
+
+
+@pytest.mark.timeout(300)
+def test_decode_loop_samples_what_generate_would(model_cache):
+    """Our decode loop against transformers' `generate` fed the same seeded draws (a logits processor
+    that allows only the drawn token): the same tokens for a request alone; and a prompt's samples
+    sharing one prefill, with finished rows leaving the batch, continue as each would alone."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    from udasa_ray.generate.hf import decode
+    from udasa_ray.models import load_policy
+
+    class Forced(LogitsProcessor):
+        def __init__(self, sampler):
+            self.sampler = sampler
+
+        def __call__(self, input_ids, scores):
+            return torch.full_like(scores, float("-inf")).scatter_(-1, self.sampler.draw(scores)[:, None], 0.0)
+
+    torch.set_num_threads(2)
+    model, tok = load_policy("bundled:smollm2-135m-instruct", model_cache)
+    texts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+             for q in ("Name a colour.", "Say yes or no.")]
+    seeds = [3, 4, 5, 6]  # two samples of each prompt
+    alone = []
+    for j, seed in enumerate(seeds):
+        enc = tok([texts[j // 2]], return_tensors="pt", add_special_tokens=False)
+        ours = decode(model, enc["input_ids"], enc["attention_mask"], [0], SeededSampler([seed], 0.8, 0.9), 24,
+                      tok.eos_token_id)[0]
+        with torch.inference_mode():
+            out = model.generate(**enc, do_sample=False, max_new_tokens=24, pad_token_id=tok.pad_token_id,
+                                 logits_processor=LogitsProcessorList([Forced(SeededSampler([seed], 0.8, 0.9))]))
+        theirs = out[0, enc["input_ids"].shape[1]:].tolist()
+        assert ours == theirs and (len(ours) == 24 or ours[-1] == tok.eos_token_id)
+        alone.append(ours)
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    shared = decode(model, enc["input_ids"], enc["attention_mask"], [0, 0, 1, 1], SeededSampler(seeds, 0.8, 0.9), 24,
+                    tok.eos_token_id)
+    assert shared == alone
+    assert len({len(s) for s in shared}) > 1  # some finished before others: the batch shrank on the way
