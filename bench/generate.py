@@ -53,7 +53,7 @@ def plain_loop(cfg, prompts: list[str]) -> tuple[int, float]:
 
 def compute_limit(cfg, batch: int) -> tuple[float, float]:
     """(FLOP/s of a decode-shaped matmul here, tokens/s that rate allows the policy)."""
-    from transformers import AutoConfig
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     torch.set_num_threads(int(cfg.generation.cpus_per_actor))
     arch = AutoConfig.from_pretrained(resolve(cfg.models.policy, cfg.models.cache_dir))
@@ -66,8 +66,9 @@ def compute_limit(cfg, batch: int) -> tuple[float, float]:
     for _ in range(reps):
         a @ b
     flops = 2 * batch * arch.hidden_size * arch.intermediate_size * reps / (time.perf_counter() - t0)
-    model, _ = load_policy(cfg.models.policy, cfg.models.cache_dir, cfg.generation.dtype)
-    return flops, flops / (2 * sum(p.numel() for p in model.parameters()))
+    with torch.device("meta"):  # the parameter count, without loading the weights a third time
+        params = sum(p.numel() for p in AutoModelForCausalLM.from_config(arch).parameters())
+    return flops, flops / (2 * params)
 
 
 def main() -> None:
