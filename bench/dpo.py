@@ -72,7 +72,7 @@ def main() -> int:
     from transformers import AutoTokenizer
 
     from udasa_ray.ray_utils import init_ray
-    from udasa_ray.train.phased import fit_stage
+    from udasa_ray.train.phased import fit_stages
 
     pairs = pq.read_table(pairs_file).to_pylist()[: a.pairs]
     base = resolve(cfg.models.policy, cfg.models.cache_dir)
@@ -95,8 +95,10 @@ def main() -> int:
         local = train_stage(job, str(Path(tmp) / "local"))  # same trainer, no Ray
         init_ray(cfg.ray)
         t0 = time.perf_counter()
-        ours = fit_stage(cfg, job, Path(tmp) / "ours", Path(tmp) / "ray")
+        job.out = str(Path(tmp) / "ours")
+        fit_stages(cfg, [job], Path(tmp) / "ray")
         ray_s = time.perf_counter() - t0
+        ours = json.loads((Path(job.out) / "stage.json").read_text())
     result = {"pairs": len(rows), "steps": steps, "tokens": tokens, "batch_size": train_cfg.batch_size,
               "max_length": train_cfg.max_length, "bf16": ours["bf16"],
               "plain_trl": {"seconds": round(plain_s, 1), "tokens_per_s": round(tokens / plain_s, 1)},

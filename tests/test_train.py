@@ -49,7 +49,7 @@ def pairs_run(path: Path, stage_sizes: list[int]) -> RunDir:
         pq.write_table(pa.Table.from_pylist([p for p in pairs if p["stage"] == stage]), run / "stages" / f)
         info.append({"stage": stage, "name": name, "pairs": stage_sizes[stage - 1], "file": f})
     (run / "stages" / "summary.json").write_text(json.dumps({"stages": info}))
-    run._update("pairs", status="done", config_hash="hand-written")
+    run.update_step("pairs", status="done", config_hash="hand-written")
     return run
 
 
@@ -79,6 +79,8 @@ def test_stage_loop_on_two_ddp_workers_follows_the_schedule(tmp_path, model_cach
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     steps = [(int(stage), int(n)) for stage, n in STEP_LINE.findall(out.stdout + out.stderr)]
     assert steps == [(1, 1), (1, 2), (1, 3), (1, 4), (2, 1), (2, 2), (2, 3), (2, 4)]
+    # Both stages in one Ray Train run: its two workers started once, not once per stage.
+    assert (out.stdout + out.stderr).count("Started training worker group of size 2") == 1
     assert run.step("train_stage_1")["status"] == run.step("train_stage_2")["status"] == "done"
 
     # The stages trained as planned: 16 pairs, 2 workers x batch 2 -> 4 steps, LR warm-up, peak, decay.
@@ -245,6 +247,6 @@ def test_a_failed_stage_names_its_worker_error(tmp_path, monkeypatch):
                    precompute=True, eval_steps=1, patience=1, reward_saturation=1.0, dtype="float32", seed=0,
                    threads=1, deepspeed=None)
     with pytest.raises(StepFailed) as e:
-        phased.fit_stage(load_config(None), job, tmp_path / "out", tmp_path / "ray")
+        phased.fit_stages(load_config(None), [job], tmp_path / "ray")
     assert str(e.value).startswith("stage 2 (moderate) failed on Ray Train: IndexError: pop from an empty deque")
     assert "finished stages are kept" in str(e.value)

@@ -115,7 +115,7 @@ def scored_run(path: Path, prompts: int = 16, n: int = 3) -> RunDir:
     run = RunDir(path)
     (run / "scores").mkdir()
     write_part(pa.Table.from_pylist(rows, schema=SCORE_SCHEMA), run / "scores")
-    run._update("score", status="done", config_hash="hand-written")
+    run.update_step("score", status="done", config_hash="hand-written")
     return run
 
 

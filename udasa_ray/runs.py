@@ -49,6 +49,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def chain(own: str, upstream_hash: str) -> str:
+    """The hash of a step whose own config sections hash to `own` and whose input was made with `upstream_hash`."""
+    return hashlib.sha256((own + upstream_hash).encode()).hexdigest()[:16]
+
+
 def section_hash(cfg: Config, *sections: str) -> str:
     """Hash of the named config sections: a step reruns only when what it reads changed."""
     d = cfg.to_dict()
@@ -132,7 +137,7 @@ class RunDir:
 
     def chain_hash(self, own: str, upstream: str) -> str:
         """A step's hash: its own config sections' hash plus the hash its input was made with."""
-        return hashlib.sha256((own + self.step(upstream)["config_hash"]).encode()).hexdigest()[:16]
+        return chain(own, self.step(upstream)["config_hash"])
 
     def adopt(self, src: RunDir, steps: Mapping[str, list[str]]) -> list[str]:
         """Take `src`'s finished `steps` (name -> outputs), their outputs and manifest entries, where this
@@ -164,7 +169,7 @@ class RunDir:
             print(f"[{name}] {p} cannot be read ({why}): set aside as .corrupt-{p.name}; its rows are made again")
         return bool(bad)
 
-    def _update(self, name: str, **fields: Any) -> None:
+    def update_step(self, name: str, **fields: Any) -> None:
         m = self.manifest()
         m["steps"].setdefault(name, {}).update(fields)
         self._write(m)
@@ -194,8 +199,8 @@ class RunDir:
             for out in outputs:
                 p = self.path / out
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        self._update(name, status="running", config_hash=config_hash, config=cfg.to_dict(), started=time.time(),
+        self.update_step(name, status="running", config_hash=config_hash, config=cfg.to_dict(), started=time.time(),
                      outputs=outputs)
         stats = fn(resume)
-        self._update(name, status="done", finished=time.time(), stats=stats)
+        self.update_step(name, status="done", finished=time.time(), stats=stats)
         return stats

@@ -1,9 +1,11 @@
 """One phased-DPO stage on a Ray Train worker: TRL's DPOTrainer with the stage's LR schedule,
 early stopping and metrics, ending in a Hugging Face checkpoint reported to Ray Train.
 
-The worker reads everything from its StageJob (train/job.py, built by train/phased.py), so this
-file is the whole of what runs on a training node. DeepSpeed is optional and only imported by transformers
-when `deepspeed` is set.
+The worker reads everything from its StageJobs (train/job.py, built by train/phased.py), so this
+file is the whole of what runs on a training node. One worker group trains the run's stages one after
+the other (train_loop), keeping what the stages share loaded: the tokenizer, the reference policy and
+the evaluation pairs with their reference log-probabilities. DeepSpeed is optional and only imported by
+transformers when `deepspeed` is set.
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ def dpo_args(job: StageJob, output_dir: str, precompute: bool) -> DPOConfig:
         seed=job.seed,
         data_seed=job.seed,
         dataloader_num_workers=0,
+        # Every parameter gets a gradient (full weights or LoRA adapters): DDP's search for unused ones
+        # walks the graph after each backward, which transformers turns on by default.
+        ddp_find_unused_parameters=False,
     )
 
 
@@ -110,6 +115,7 @@ class StageLog(TrainerCallback):
         self.reason: str | None = None
         self.best_step: int | None = None
         self.best_accuracy: float | None = None  # eval reward accuracy of the kept policy
+        self.evaluated_at: int | None = None  # the step of the last evaluation
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
         if not (state.is_world_process_zero and logs):
@@ -127,6 +133,7 @@ class StageLog(TrainerCallback):
             sys.stdout.flush()
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: ANN001
+        self.evaluated_at = state.global_step
         reason = self.stop.update(metrics["eval_loss"], metrics.get("eval_rewards/accuracies"))
         if self.stop.stale == 0:  # every rank saves: ZeRO-3 gathers the shards
             self.best_step, self.best_accuracy = state.global_step, metrics.get("eval_rewards/accuracies")
@@ -136,17 +143,20 @@ class StageLog(TrainerCallback):
             control.should_training_stop = True
 
 
-def _datasets(job: StageJob, rank: int):
+def _datasets(job: StageJob, rank: int, shared: dict[str, Any]):
     """On-disk datasets in the shared work dir: TRL's reference log-prob cache is written by rank 0
-    next to the data and read by the other ranks, so all must see the same files."""
+    next to the data and read by the other ranks, so all must see the same files. The eval pairs are
+    the same in every stage: the same Dataset (same fingerprint) lets TRL reuse their reference
+    log-probs when the reference is the same."""
     import torch.distributed as dist
     from datasets import Dataset
 
     def load():
         cache = str(Path(job.work_dir) / "hf-cache")
         train = Dataset.from_parquet(job.train_file, cache_dir=cache)
-        evaluation = Dataset.from_parquet(job.eval_file, cache_dir=cache) if job.eval_file else None
-        return train, evaluation
+        if job.eval_file and job.eval_file not in shared:
+            shared[job.eval_file] = Dataset.from_parquet(job.eval_file, cache_dir=cache)
+        return train, shared.get(job.eval_file) if job.eval_file else None
 
     distributed = dist.is_available() and dist.is_initialized()
     if rank == 0 or not distributed:
@@ -182,9 +192,13 @@ def _finish(kept: Path, out: Path, start: str, lora: bool) -> None:
     kept.rmdir()
 
 
-def train_stage(job: StageJob, output_dir: str) -> dict[str, Any]:
-    """Train one stage; returns its summary. Writes the checkpoint to `output_dir` (rank 0)."""
+def train_stage(job: StageJob, output_dir: str, shared: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train one stage; returns its summary. Writes the checkpoint to `output_dir` (rank 0).
+
+    `shared` keeps what the next stage in this process can reuse (reference policy, eval data)."""
     import torch.distributed as dist
+
+    shared = {} if shared is None else shared
 
     torch.set_num_threads(max(1, int(job.threads)))
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
@@ -202,8 +216,12 @@ def train_stage(job: StageJob, output_dir: str) -> dict[str, Any]:
     args = dpo_args(job, str(out / "trainer"), precompute=job.precompute)
     tok = AutoTokenizer.from_pretrained(job.start)
     model = AutoModelForCausalLM.from_pretrained(job.start, dtype=torch.float32)
-    ref = AutoModelForCausalLM.from_pretrained(job.ref, dtype=torch.float32) if job.ref != job.start else None
-    train, evaluation = _datasets(job, rank)
+    ref = None
+    if job.ref != job.start:  # the initial policy, the same in every stage after the first
+        if shared.get("ref", (None,))[0] != job.ref:
+            shared["ref"] = job.ref, AutoModelForCausalLM.from_pretrained(job.ref, dtype=torch.float32)
+        ref = shared["ref"][1]
+    train, evaluation = _datasets(job, rank, shared)
     log = StageLog(out / "metrics.jsonl", job.stage, EarlyStop(job.patience, job.reward_saturation), out / "best")
     t0 = time.perf_counter()  # construction included: it is where reference log-probs are precomputed
     trainer = PhasedDPOTrainer(model=model, ref_model=ref, args=args, train_dataset=train, eval_dataset=evaluation,
@@ -212,7 +230,7 @@ def train_stage(job: StageJob, output_dir: str) -> dict[str, Any]:
     trainer.remove_callback(PrinterCallback)  # StageLog prints a shorter line
     log.trainer = trainer
     trainer.train()
-    if evaluation is not None and trainer.state.global_step % job.eval_steps:
+    if evaluation is not None and log.evaluated_at != trainer.state.global_step:
         trainer.evaluate()  # the steps after the last evaluation get judged too
     seconds = time.perf_counter() - t0
     # With a held-out split, the stage's policy is its best evaluation (maybe its start); else the last step.
@@ -221,7 +239,8 @@ def train_stage(job: StageJob, output_dir: str) -> dict[str, Any]:
     if rank == 0:
         _finish(out / "best", out, job.start, bool(job.lora))
     zero = trainer.accelerator.state.deepspeed_plugin.zero_stage if trainer.is_deepspeed_enabled else 0
-    summary = {"stage": job.stage, "name": job.name, "planned_steps": job.steps, "steps": trainer.state.global_step,
+    summary = {"stage": job.stage, "name": job.name, "config_hash": job.config_hash, "planned_steps": job.steps,
+               "steps": trainer.state.global_step,
                "stopped_early": log.reason, "best_step": log.best_step,
                "best_eval_loss": log.stop.best if evaluation is not None else None,
                "best_eval_reward_accuracy": log.best_accuracy,
@@ -239,13 +258,33 @@ def train_stage(job: StageJob, output_dir: str) -> dict[str, Any]:
     return summary
 
 
-def train_loop(config: dict[str, Any]) -> None:
-    """Ray Train's per-worker function: run the stage, report its checkpoint from rank 0."""
-    import ray.train
+def _publish(tmp: str, out: str) -> None:
+    """Move a finished stage from the worker's folder to the run (`out`, on storage all nodes share, like
+    Ray Train's): copied beside it, then renamed into place, so `out/stage.json` means a whole checkpoint."""
+    partial = Path(out + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(tmp, partial)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(partial, out)
 
-    job = StageJob(**config)
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Ray Train's per-worker function: train the stages in order, each one starting from the one
+    before; rank 0 publishes each to the run and every rank waits for it before the next. A stage
+    already published with its hash is skipped, so a worker group restarted by Ray Train after a
+    failure (train.max_failures) goes on from the stage it was in."""
+    import ray.train
+    import torch.distributed as dist
+
     rank = ray.train.get_context().get_world_rank()
-    with tempfile.TemporaryDirectory(prefix=f"udasa-stage{job.stage}-") as tmp:
-        summary = train_stage(job, tmp)
-        checkpoint = ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None
-        ray.train.report({k: v for k, v in summary.items() if v is not None}, checkpoint=checkpoint)
+    shared: dict[str, Any] = {}
+    for job in map(lambda c: StageJob(**c), config["stages"]):
+        if job.finished():
+            continue
+        with tempfile.TemporaryDirectory(prefix=f"udasa-stage{job.stage}-") as tmp:
+            summary = train_stage(job, tmp, shared)
+            if rank == 0:
+                _publish(tmp, job.out)
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # the next stage starts from the published checkpoint
+        ray.train.report({k: v for k, v in summary.items() if v is not None})

@@ -4,7 +4,9 @@ there. No torch or TRL here, so the driver can build it without them."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -38,3 +40,11 @@ class StageJob:
     deepspeed: dict[str, Any] | None = None  # a DeepSpeed config, or None for DDP
     ld_alpha: float | None = None
     lora: dict[str, Any] | None = None  # config.LoRAConfig as a dict, or None for full fine-tuning
+    out: str = ""  # where rank 0 publishes the finished stage (<run>/train/stage_<k>), "" to leave it in place
+    config_hash: str = ""  # the stage's hash in the run manifest, written into its stage.json
+
+    def finished(self) -> bool:
+        """The stage's checkpoint is published with this hash: a worker retried by Ray Train and a rerun
+        of a killed job skip it."""
+        done = Path(self.out) / "stage.json" if self.out else None
+        return bool(done and done.exists() and json.loads(done.read_text()).get("config_hash") == self.config_hash)

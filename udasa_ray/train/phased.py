@@ -1,8 +1,13 @@
-"""Phased DPO (SPEC §6) from the driver: one Ray Train `TorchTrainer` fit per curriculum stage.
+"""Phased DPO (SPEC §6) from the driver: the curriculum's stages trained in order on Ray Train.
 
 Each curriculum stage is its own resumable step in the run manifest (`train_stage_<k>`), chained to the one
 before, so a killed run retrains only the stage it was in. A stage starts from the previous
 stage's checkpoint; its reference is the initial policy (default) or that previous policy.
+
+One `TorchTrainer` run (one worker group) trains all the stages still to do: its workers start,
+import the stack and load the reference once per run instead of once per stage. Two cases fit one
+stage per run instead: a Tune trial (`on_stage` reports between stages, so ASHA can stop the trial
+there) and DeepSpeed (its engines are built once per process, and this was tested stage by stage).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import hashlib
 import json
 import re
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +29,7 @@ from udasa_ray.config import Config
 from udasa_ray.config.schema import TrainConfig
 from udasa_ray.errors import StepFailed
 from udasa_ray.models import resolve
-from udasa_ray.runs import RunDir, section_hash
+from udasa_ray.runs import RunDir, chain, section_hash
 from udasa_ray.train.data import budget_subset, dpo_rows, eval_split
 from udasa_ray.train.job import StageJob
 from udasa_ray.train.schedule import phases, stage_peak, stage_steps
@@ -47,7 +53,7 @@ def work_dir(train_cfg: TrainConfig, run: RunDir) -> Path:
 
 
 def stage_job(cfg: Config, run: RunDir, stage: dict, index: int, last: bool, start: str, base: str,
-                  eval_ids: set[str]) -> StageJob:
+              eval_ids: set[str], config_hash: str = "") -> StageJob:
     """Everything a worker needs for one stage, with its data written to the run's shared work dir."""
     train_cfg, gen = cfg.train, cfg.generation
     work = work_dir(train_cfg, run)
@@ -84,6 +90,7 @@ def stage_job(cfg: Config, run: RunDir, stage: dict, index: int, last: bool, sta
         threads=max(1, round(train_cfg.cpus_per_worker)), report_to="tensorboard",
         deepspeed=_deepspeed(cfg), ld_alpha=train_cfg.ld_alpha,
         lora=dataclasses.asdict(train_cfg.lora) if train_cfg.lora.enabled else None,
+        out=str(run / "train" / f"stage_{stage['stage']}"), config_hash=config_hash,
     )
 
 
@@ -110,8 +117,8 @@ def worker_error(text: str) -> str:
     return (named or lines or ["no message"])[-1][:300]
 
 
-def fit_stage(cfg: Config, job: StageJob, out: Path, storage: Path) -> dict[str, Any]:
-    """Run one stage on Ray Train and move its checkpoint to `out`."""
+def fit_stages(cfg: Config, jobs: list[StageJob], storage: Path) -> None:
+    """Train `jobs` in order in one Ray Train run; each finished stage is published to its `out`."""
     from ray.train import FailureConfig, RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -119,23 +126,23 @@ def fit_stage(cfg: Config, job: StageJob, out: Path, storage: Path) -> dict[str,
 
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config=dataclasses.asdict(job),
+        train_loop_config={"stages": [dataclasses.asdict(job) for job in jobs]},
         scaling_config=scaling_config(cfg.train),
         torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
-        run_config=RunConfig(name=f"stage_{job.stage}", storage_path=str(storage.resolve()),
+        run_config=RunConfig(name=f"stage_{jobs[0].stage}", storage_path=str(storage.resolve()),
                              failure_config=FailureConfig(max_failures=cfg.train.max_failures)),
     )
     try:
-        result = trainer.fit()
+        trainer.fit()
     except Exception as e:  # a worker raised or died: Ray Train's error holds each rank's traceback
+        job = next((j for j in jobs if not j.finished()), jobs[-1])
         raise StepFailed(f"stage {job.stage} ({job.name}) failed on Ray Train: {worker_error(str(e))} (the workers' "
                          "tracebacks are in the log above); rerun to train it again, finished stages are kept") from e
-    if result.checkpoint is None:
-        raise StepFailed(f"stage {job.stage}: Ray Train finished without a checkpoint ({result.error})")
-    shutil.rmtree(out, ignore_errors=True)
-    result.checkpoint.to_directory(str(out))
-    shutil.rmtree(storage / f"stage_{job.stage}", ignore_errors=True)  # the copy in Ray's storage
-    return json.loads((out / "stage.json").read_text())
+    finally:
+        shutil.rmtree(storage / f"stage_{jobs[0].stage}", ignore_errors=True)  # Ray Train's own run state
+    missing = [j.stage for j in jobs if not j.finished()]
+    if missing:
+        raise StepFailed(f"Ray Train finished without publishing stage(s) {missing}")
 
 
 def train(cfg: Config, run: RunDir, force: bool = False,
@@ -143,38 +150,73 @@ def train(cfg: Config, run: RunDir, force: bool = False,
     """Train every non-empty stage in order (skipping finished ones); returns the aligned policy.
 
     `on_stage(index, stages, stats)` runs after each stage (a Tune trial reports from it)."""
-    from udasa_ray.ray_utils import init_ray
-
     stages = planned_stages(run)
     base = resolve(cfg.models.policy, cfg.models.cache_dir)
     pairs = pq.read_table(run / "pairs" / "pairs.parquet", columns=["prompt_id"])["prompt_id"].to_pylist()
     eval_ids = eval_split(pairs, cfg.train.eval_fraction, cfg.train.seed)
-    upstream = "pairs"  # the step whose output a stage starts from
-    start, done, aligned_hash = base, [], run.step("pairs")["config_hash"]
+    own = section_hash(cfg, "train", "models")
+    start, upstream_hash, todo = base, run.step("pairs")["config_hash"], []
     for index, stage in enumerate(stages, start=1):
-        key, out = f"train_stage_{stage['stage']}", run / "train" / f"stage_{stage['stage']}"
-        config_hash = run.chain_hash(section_hash(cfg, "train", "models"), upstream)
-
-        def work(resume: bool, stage=stage, index=index, start=start, out=out) -> dict[str, Any]:
-            init_ray(cfg.ray)
-            job = stage_job(cfg, run, stage, index, index == len(stages), start, base, eval_ids)
-            print(f"[train] stage {stage['stage']} ({stage['name']}): {job.steps} steps at peak lr "
-                  f"{job.peak_lr:g}, beta {job.beta}, {cfg.train.num_workers} worker(s)"
-                  + (f", LoRA r={cfg.train.lora.r}" if job.lora else ", full fine-tuning"))
-            return fit_stage(cfg, job, out, run / "train" / "ray")
-
-        stats = run.run_step(key, cfg, config_hash, work, [f"train/stage_{stage['stage']}"], force)
-        stop = f", stopped early: {stats['stopped_early']}" if stats.get("stopped_early") else ""
-        kept = (f"; kept step {stats['best_step']} (best eval loss {stats['best_eval_loss']:.4f})"
-                if stats.get("best_step") is not None else "")
-        print(f"[train] stage {stage['stage']} ({stage['name']}): {stats['steps']}/{stats['planned_steps']} steps "
-              f"in {stats['seconds']}s{stop}{kept} -> {out}")
-        done.append(stats)
-        start, upstream, aligned_hash = str(out), key, config_hash
-        if on_stage:
-            on_stage(index, len(stages), stats)
-    summary = {"aligned": start, "aligned_hash": aligned_hash, "base": base, "eval_pairs": len(eval_ids),
-               "stages": done}
+        key, config_hash = f"train_stage_{stage['stage']}", chain(own, upstream_hash)
+        out = run / "train" / f"stage_{stage['stage']}"
+        if not todo and _finished(run, key, config_hash, out, force):  # after a stage to train, all are to train
+            if on_stage:
+                on_stage(index, len(stages), run.step(key)["stats"])
+        else:
+            todo.append((index, key, stage_job(cfg, run, stage, index, index == len(stages), start, base, eval_ids,
+                                               config_hash)))
+        start, upstream_hash = str(out), config_hash
+    together = on_stage is None and cfg.train.deepspeed.zero_stage == 0
+    for group in ([todo] if together and todo else [[t] for t in todo]):
+        _fit_group(cfg, run, group, len(stages), on_stage)
+    summary = {"aligned": start, "aligned_hash": upstream_hash, "base": base, "eval_pairs": len(eval_ids),
+               "stages": [run.step(f"train_stage_{s['stage']}")["stats"] for s in stages]}
     (run / "train").mkdir(exist_ok=True)
     (run / "train" / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _finished(run: RunDir, key: str, config_hash: str, out: Path, force: bool) -> bool:
+    """Whether stage step `key` finished with this hash: recorded so, or published to `out` by a job killed before
+    it could record it (the driver records a Ray Train run's stages when the run ends)."""
+    prev = run.step(key)
+    if force or prev.get("config_hash") != config_hash:
+        return False
+    stage_json = out / "stage.json"
+    if prev.get("status") != "done":
+        if not (stage_json.exists() and json.loads(stage_json.read_text()).get("config_hash") == config_hash):
+            return False
+        run.update_step(key, status="done", finished=stage_json.stat().st_mtime,
+                        stats=json.loads(stage_json.read_text()))
+    print(f"[{key}] already done with config {config_hash}: skipped (--force to redo)")
+    return True
+
+
+def _fit_group(cfg: Config, run: RunDir, group: list[tuple[int, str, StageJob]], stages: int,
+               on_stage: Callable[[int, int, dict[str, Any]], None] | None) -> None:
+    """One Ray Train run for the group's stages; each is recorded in the manifest as running, then done."""
+    from udasa_ray.ray_utils import init_ray
+
+    for _, key, job in group:
+        shutil.rmtree(job.out, ignore_errors=True)
+        run.update_step(key, status="running", config_hash=job.config_hash, config=cfg.to_dict(),
+                        started=time.time(), outputs=[f"train/stage_{job.stage}"])
+        print(f"[train] stage {job.stage} ({job.name}): {job.steps} steps at peak lr {job.peak_lr:g}, beta "
+              f"{job.beta}, {cfg.train.num_workers} worker(s)"
+              + (f", LoRA r={cfg.train.lora.r}" if job.lora else ", full fine-tuning"))
+    init_ray(cfg.ray)
+    try:
+        fit_stages(cfg, [job for _, _, job in group], run / "train" / "ray")
+    finally:  # what was published is recorded, also when a later stage failed
+        for index, key, job in group:
+            if not job.finished():
+                break
+            stats = json.loads((Path(job.out) / "stage.json").read_text())
+            run.update_step(key, status="done", finished=time.time(), stats=stats)
+            stop = f", stopped early: {stats['stopped_early']}" if stats.get("stopped_early") else ""
+            kept = (f"; kept step {stats['best_step']} (best eval loss {stats['best_eval_loss']:.4f})"
+                    if stats.get("best_step") is not None else "")
+            print(f"[train] stage {job.stage} ({job.name}): {stats['steps']}/{stats['planned_steps']} steps "
+                  f"in {stats['seconds']}s{stop}{kept} -> {job.out}")
+            if on_stage:
+                on_stage(index, stages, stats)
