@@ -1,11 +1,12 @@
-"""One phased-DPO stage on a Ray Train worker: TRL's DPOTrainer with the stage's LR schedule,
-early stopping and metrics, ending in a Hugging Face checkpoint reported to Ray Train.
+"""Phased-DPO stages on Ray Train workers: TRL's DPOTrainer with each stage's LR schedule, early
+stopping and metrics, each stage ending in a Hugging Face checkpoint published to the run.
 
 The worker reads everything from its StageJobs (train/job.py, built by train/phased.py), so this
-file is the whole of what runs on a training node. One worker group trains the run's stages one after
-the other (train_loop), keeping what the stages share loaded: the tokenizer, the reference policy and
-the evaluation pairs with their reference log-probabilities. DeepSpeed is optional and only imported by
-transformers when `deepspeed` is set.
+file is the whole of what runs on a training node. One worker group trains the run's stages one
+after the other (train_loop), keeping the reference policy loaded between them. The eval pairs'
+reference log-probs are still computed once per stage: TRL keys that cache by the tokenized
+dataset's fingerprint, which came out different in every stage (two identical trainers in one
+process do hit it). DeepSpeed is optional and only imported by transformers when `deepspeed` is set.
 """
 
 from __future__ import annotations
@@ -143,20 +144,17 @@ class StageLog(TrainerCallback):
             control.should_training_stop = True
 
 
-def _datasets(job: StageJob, rank: int, shared: dict[str, Any]):
+def _datasets(job: StageJob, rank: int):
     """On-disk datasets in the shared work dir: TRL's reference log-prob cache is written by rank 0
-    next to the data and read by the other ranks, so all must see the same files. The eval pairs are
-    the same in every stage: the same Dataset (same fingerprint) lets TRL reuse their reference
-    log-probs when the reference is the same."""
+    next to the data and read by the other ranks, so all must see the same files."""
     import torch.distributed as dist
     from datasets import Dataset
 
     def load():
         cache = str(Path(job.work_dir) / "hf-cache")
         train = Dataset.from_parquet(job.train_file, cache_dir=cache)
-        if job.eval_file and job.eval_file not in shared:
-            shared[job.eval_file] = Dataset.from_parquet(job.eval_file, cache_dir=cache)
-        return train, shared.get(job.eval_file) if job.eval_file else None
+        evaluation = Dataset.from_parquet(job.eval_file, cache_dir=cache) if job.eval_file else None
+        return train, evaluation
 
     distributed = dist.is_available() and dist.is_initialized()
     if rank == 0 or not distributed:
@@ -195,7 +193,7 @@ def _finish(kept: Path, out: Path, start: str, lora: bool) -> None:
 def train_stage(job: StageJob, output_dir: str, shared: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one stage; returns its summary. Writes the checkpoint to `output_dir` (rank 0).
 
-    `shared` keeps what the next stage in this process can reuse (reference policy, eval data)."""
+    `shared` keeps what the next stage in this process can reuse (the reference policy)."""
     import torch.distributed as dist
 
     shared = {} if shared is None else shared
@@ -221,7 +219,7 @@ def train_stage(job: StageJob, output_dir: str, shared: dict[str, Any] | None = 
         if shared.get("ref", (None,))[0] != job.ref:
             shared["ref"] = job.ref, AutoModelForCausalLM.from_pretrained(job.ref, dtype=torch.float32)
         ref = shared["ref"][1]
-    train, evaluation = _datasets(job, rank, shared)
+    train, evaluation = _datasets(job, rank)
     log = StageLog(out / "metrics.jsonl", job.stage, EarlyStop(job.patience, job.reward_saturation), out / "best")
     t0 = time.perf_counter()  # construction included: it is where reference log-probs are precomputed
     trainer = PhasedDPOTrainer(model=model, ref_model=ref, args=args, train_dataset=train, eval_dataset=evaluation,
