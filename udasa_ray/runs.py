@@ -199,8 +199,8 @@ class RunDir:
             for out in outputs:
                 p = self.path / out
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        self.update_step(name, status="running", config_hash=config_hash, config=cfg.to_dict(), started=time.time(),
-                     outputs=outputs)
+        self.update_step(name, status="running", config_hash=config_hash, config=cfg.to_dict(),
+                         started=time.time(), outputs=outputs)
         stats = fn(resume)
         self.update_step(name, status="done", finished=time.time(), stats=stats)
         return stats

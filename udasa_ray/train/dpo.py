@@ -276,7 +276,7 @@ def train_loop(config: dict[str, Any]) -> None:
 
     rank = ray.train.get_context().get_world_rank()
     shared: dict[str, Any] = {}
-    for job in map(lambda c: StageJob(**c), config["stages"]):
+    for job in (StageJob(**c) for c in config["stages"]):
         if job.finished():
             continue
         with tempfile.TemporaryDirectory(prefix=f"udasa-stage{job.stage}-") as tmp:
