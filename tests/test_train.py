@@ -250,3 +250,25 @@ def test_a_failed_stage_names_its_worker_error(tmp_path, monkeypatch):
         phased.fit_stages(load_config(None), [job], tmp_path / "ray")
     assert str(e.value).startswith("stage 2 (moderate) failed on Ray Train: IndexError: pop from an empty deque")
     assert "finished stages are kept" in str(e.value)
+
+
+def test_a_stage_published_by_a_killed_job_counts_as_done_only_with_its_hash(tmp_path):
+    """A job killed after its Train run published stage 1 left the manifest at "running": the rerun records the
+    stage as done from its stage.json, but only when that holds the stage's own config hash."""
+    from udasa_ray.train.job import published
+    from udasa_ray.train.phased import _finished
+
+    run = pairs_run(tmp_path / "run", [4])
+    out = run / "train" / "stage_1"
+    out.mkdir(parents=True)
+    run.update_step("train_stage_1", status="running", config_hash="h1")
+    assert published(out, "h1") is None and not _finished(run, "train_stage_1", "h1", out, False)
+    (out / "stage.json").write_text(json.dumps({"stage": 1, "config_hash": "h0", "steps": 3}))
+    assert published(out, "h1") is None and not _finished(run, "train_stage_1", "h1", out, False)
+    assert run.step("train_stage_1")["status"] == "running"
+    (out / "stage.json").write_text(json.dumps({"stage": 1, "config_hash": "h1", "steps": 3}))
+    assert published(out, "h1")["steps"] == 3
+    assert not _finished(run, "train_stage_1", "h1", out, True)  # --force retrains it
+    assert not _finished(run, "train_stage_1", "h2", out, False)  # another config: not this stage
+    assert _finished(run, "train_stage_1", "h1", out, False)
+    assert run.step("train_stage_1")["status"] == "done" and run.step("train_stage_1")["stats"]["steps"] == 3

@@ -46,5 +46,11 @@ class StageJob:
     def finished(self) -> bool:
         """The stage's checkpoint is published with this hash: a worker retried by Ray Train and a rerun
         of a killed job skip it."""
-        done = Path(self.out) / "stage.json" if self.out else None
-        return bool(done and done.exists() and json.loads(done.read_text()).get("config_hash") == self.config_hash)
+        return bool(self.out) and published(self.out, self.config_hash) is not None
+
+
+def published(out: str | Path, config_hash: str) -> dict[str, Any] | None:
+    """The summary (stage.json) of a stage published to `out` with `config_hash`, or None."""
+    done = Path(out) / "stage.json"
+    stats = json.loads(done.read_text()) if done.exists() else {}
+    return stats if stats.get("config_hash") == config_hash and stats else None

@@ -31,7 +31,7 @@ from udasa_ray.errors import StepFailed
 from udasa_ray.models import resolve
 from udasa_ray.runs import RunDir, chain, section_hash
 from udasa_ray.train.data import budget_subset, dpo_rows, eval_split
-from udasa_ray.train.job import StageJob
+from udasa_ray.train.job import StageJob, published
 from udasa_ray.train.schedule import phases, stage_peak, stage_steps
 
 
@@ -182,12 +182,11 @@ def _finished(run: RunDir, key: str, config_hash: str, out: Path, force: bool) -
     prev = run.step(key)
     if force or prev.get("config_hash") != config_hash:
         return False
-    stage_json = out / "stage.json"
     if prev.get("status") != "done":
-        if not (stage_json.exists() and json.loads(stage_json.read_text()).get("config_hash") == config_hash):
+        stats = published(out, config_hash)
+        if stats is None:
             return False
-        run.update_step(key, status="done", finished=stage_json.stat().st_mtime,
-                        stats=json.loads(stage_json.read_text()))
+        run.update_step(key, status="done", finished=(out / "stage.json").stat().st_mtime, stats=stats)
     print(f"[{key}] already done with config {config_hash}: skipped (--force to redo)")
     return True
 
@@ -209,9 +208,9 @@ def _fit_group(cfg: Config, run: RunDir, group: list[tuple[int, str, StageJob]],
         fit_stages(cfg, [job for _, _, job in group], run / "train" / "ray")
     finally:  # what was published is recorded, also when a later stage failed
         for index, key, job in group:
-            if not job.finished():
+            stats = published(job.out, job.config_hash)
+            if stats is None:
                 break
-            stats = json.loads((Path(job.out) / "stage.json").read_text())
             run.update_step(key, status="done", finished=time.time(), stats=stats)
             stop = f", stopped early: {stats['stopped_early']}" if stats.get("stopped_early") else ""
             kept = (f"; kept step {stats['best_step']} (best eval loss {stats['best_eval_loss']:.4f})"
