@@ -39,10 +39,10 @@ def main() -> int:
     try:
         with run.hold("jobs/align.py"):
             steps.ingest_step(cfg, run)
-            if cfg.pairs.method != "rlcd":  # RLCD pairs come from their own contrastive generations
-                steps.generate_step(cfg, run)
             if cfg.pairs.method == "udasa":
-                steps.score_step(cfg, run)
+                steps.generate_score_step(cfg, run)  # one streamed pipeline with scoring.stream
+            elif cfg.pairs.method == "rlaif":  # RLCD pairs come from their own contrastive generations
+                steps.generate_step(cfg, run)
             steps.pairs_step(cfg, run)
             trained = steps.train_step(cfg, run)
             steps.check_step(cfg, run)

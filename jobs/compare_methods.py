@@ -60,10 +60,11 @@ def main() -> int:
 
 def run_methods(base: Config, cfgs: dict[str, Config], out: Path, shared: RunDir) -> int:
     steps.ingest_step(base, shared)
-    if any(c.pairs.method in ("udasa", "rlaif") for m, c in cfgs.items() if m != "vanilla"):
+    methods = {c.pairs.method for m, c in cfgs.items() if m != "vanilla"}
+    if "udasa" in methods:
+        steps.generate_score_step(base, shared)
+    elif "rlaif" in methods:
         steps.generate_step(base, shared)
-    if any(c.pairs.method == "udasa" for m, c in cfgs.items() if m != "vanilla"):
-        steps.score_step(base, shared)
     for method, cfg in cfgs.items():
         print(f"\n=== {method} ===")
         if method == "vanilla":

@@ -37,8 +37,7 @@ def main() -> int:
     try:
         with run.hold("jobs/tune_thresholds.py"):
             steps.ingest_step(cfg, run)
-            steps.generate_step(cfg, run)
-            steps.score_step(cfg, run)
+            steps.generate_score_step(cfg, run)
             result = sweep(cfg, run, args.fresh)
     except (IngestError, ModelNotAvailable, StepFailed, ConfigError) as e:
         print(f"tune_thresholds: error: {e}", file=sys.stderr)

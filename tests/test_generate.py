@@ -214,3 +214,67 @@ def test_decode_loop_samples_what_generate_would(model_cache):
                     tok.eos_token_id)
     assert shared == alone
     assert len({len(s) for s in shared}) > 1  # some finished before others: the batch shrank on the way
+
+
+def _scores(run):
+    from udasa_ray.parts import read_parts
+    from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA
+
+    rows = read_parts(run / "scores", SCORE_SCHEMA).to_pylist()
+    assert len(rows) == len({(r["prompt_id"], r["sample_idx"]) for r in rows})  # each response scored once
+    return {(r["prompt_id"], r["sample_idx"]): [r[k] for k in ("u_sem", "u_fact", "u_val", "U")] for r in rows}
+
+
+def _same_scores(run, other):
+    mine, theirs = _scores(run), _scores(other)
+    assert mine.keys() == theirs.keys()
+    for k, u in mine.items():
+        assert u == pytest.approx(theirs[k], abs=1e-6, nan_ok=True), k
+
+
+def _killed(run, pid, outs):
+    """`run` as a kill would leave it: the part files holding prompt `pid` in `outs` gone, both steps running."""
+    for out in outs:
+        for p in (run / out).glob("part-*.parquet"):
+            if pid in pq.read_table(p)["prompt_id"].to_pylist():
+                p.unlink()
+    for step in ("generate", "score"):
+        run.update_step(step, status="running")
+
+
+@pytest.mark.timeout(400)
+def test_streamed_generate_and_score_match_the_two_steps_and_resume(tmp_path, model_cache, ray_local, capsys):
+    from udasa_ray.errors import StepFailed
+
+    # Generation one actor of 1 CPU, the scorer chain 3 x 0.3: both fit the session's 2-CPU Ray at once.
+    # A batch per prompt in both steps, so the int8 NLI sees the same pairs together either way.
+    fit = ("generation.cpus_per_actor=1", "generation.batch_size=2", "scoring.cpus_per_actor=0.3",
+           "scoring.batch_size=1")
+    apart = RunDir(tmp_path / "apart")
+    steps.generate_score_step(_cfg(model_cache, *fit), apart)
+    streamed = RunDir(tmp_path / "streamed")
+    cfg = _cfg(model_cache, *fit, "scoring.stream=true")
+    steps.generate_score_step(cfg, streamed)
+    stream = streamed.step("generate")["stream"]
+    assert stream["responses"] == stream["scored"] == 4 and stream["tokens"] > 0
+    assert streamed.step("generate")["status"] == streamed.step("score")["status"] == "done"
+    assert _responses(streamed) == _responses(apart)
+    _same_scores(streamed, apart)
+
+    # Killed after a prompt's responses and scores were written: the rerun streams the other prompt.
+    pid = sorted(_responses(streamed))[-1][0]
+    _killed(streamed, pid, ["responses", "scores"])
+    steps.generate_score_step(cfg, streamed)
+    assert streamed.step("generate")["stream"]["responses"] == 2
+    assert _responses(streamed) == _responses(apart)
+    _same_scores(streamed, apart)
+    # Killed between a prompt's responses and its scores: nothing to stream; the score step scores it.
+    _killed(streamed, pid, ["scores"])
+    capsys.readouterr()
+    steps.generate_score_step(cfg, streamed)
+    assert "[score] resuming: 1 prompts on disk, 1 to go" in capsys.readouterr().out
+    _same_scores(streamed, apart)
+
+    # Generation (2 CPUs) and the scorers (3 x 0.5) of the default do not fit 2 CPUs at once: said, not hung.
+    with pytest.raises(StepFailed, match=r"scoring.stream runs generation and scoring at once: 3.5 CPUs .* of 2 "):
+        steps.generate_score_step(_cfg(model_cache, "scoring.stream=true"), RunDir(tmp_path / "too-big"))

@@ -10,15 +10,19 @@ from typing import Any, TypeVar
 from udasa_ray.config import RayConfig
 
 
+def local_ray(cfg: RayConfig) -> bool:
+    """Whether this process starts its own Ray (of `ray.num_cpus`) rather than joining a cluster."""
+    return not (cfg.address or os.environ.get("RAY_ADDRESS"))
+
+
 def init_ray(cfg: RayConfig) -> None:
     """Join `ray.address` or RAY_ADDRESS (as under `ray job submit`), else start Ray on loopback."""
     import ray
 
     if ray.is_initialized():
         return
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
+    if not local_ray(cfg):
+        ray.init(address=cfg.address or os.environ.get("RAY_ADDRESS"), log_to_driver=True)
         return
     # A local Ray needs no auth token, and must listen on loopback only (see STACK.md).
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -174,6 +174,27 @@ class RunDir:
         m["steps"].setdefault(name, {}).update(fields)
         self._write(m)
 
+    def begin_step(self, name: str, cfg: Config, config_hash: str, outputs: list[str], force: bool = False
+                   ) -> bool | None:
+        """Mark the step running with this config hash; None if it already finished with it.
+
+        Returns `resume`: True when an unfinished attempt with the same hash left outputs behind;
+        otherwise stale outputs are removed first.
+        """
+        prev = self.step(name)
+        same = not force and prev.get("config_hash") == config_hash
+        repaired = same and self._set_aside_unreadable(name, outputs)
+        if same and prev.get("status") == "done" and not repaired:
+            return None
+        resume = same and (prev.get("status") == "running" or repaired)
+        if not resume:
+            for out in outputs:
+                p = self.path / out
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        self.update_step(name, status="running", config_hash=config_hash, config=cfg.to_dict(),
+                         started=time.time(), outputs=outputs)
+        return resume
+
     def run_step(
         self,
         name: str,
@@ -183,24 +204,12 @@ class RunDir:
         outputs: list[str],
         force: bool = False,
     ) -> dict[str, Any]:
-        """Run `fn(resume)` unless the step already finished with this config hash.
-
-        `resume` is True when an unfinished attempt with the same hash left outputs behind;
-        otherwise stale outputs are removed first. Returns the step's stats.
-        """
-        prev = self.step(name)
-        same = not force and prev.get("config_hash") == config_hash
-        repaired = same and self._set_aside_unreadable(name, outputs)
-        if same and prev.get("status") == "done" and not repaired:
+        """Run `fn(resume)` unless the step already finished with this config hash (begin_step).
+        Returns the step's stats."""
+        resume = self.begin_step(name, cfg, config_hash, outputs, force)
+        if resume is None:
             print(f"[{name}] already done with config {config_hash}: skipped (--force to redo)")
-            return prev.get("stats", {})
-        resume = same and (prev.get("status") == "running" or repaired)
-        if not resume:
-            for out in outputs:
-                p = self.path / out
-                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        self.update_step(name, status="running", config_hash=config_hash, config=cfg.to_dict(),
-                         started=time.time(), outputs=outputs)
+            return self.step(name).get("stats", {})
         stats = fn(resume)
         self.update_step(name, status="done", finished=time.time(), stats=stats)
         return stats

@@ -78,19 +78,41 @@ def generate_step(cfg: Config, run: RunDir, force: bool = False) -> dict:
     return stats
 
 
+def score_hash(cfg: Config, run: RunDir) -> str:
+    """What the scores depend on: the responses, and the policy model too (a policy_judge scorer backend)."""
+    return run.chain_hash(section_hash(cfg, "scoring", "models"), "generate")
+
+
 def score_step(cfg: Config, run: RunDir, force: bool = False) -> dict:
     from udasa_ray.uncertainty.pipeline import score
 
     run.require("generate", "generate")
-    # The policy model is a scorer backend too (policy_judge), so models is part of the hash.
-    config_hash = run.chain_hash(section_hash(cfg, "scoring", "models"), "generate")
-    stats = run.run_step("score", cfg, config_hash, lambda resume: score(cfg, run, resume), SHARED_STEPS["score"],
-                         force)
+    stats = run.run_step("score", cfg, score_hash(cfg, run), lambda resume: score(cfg, run, resume),
+                         SHARED_STEPS["score"], force)
     m = stats["mean"]
     print(f"[score] {stats['responses']} responses scored ({stats['with_error']} with an error) in "
           f"{run / 'scores'}; mean u_sem {m['u_sem']:.3f}, u_fact {m['u_fact']:.3f}, u_val {m['u_val']:.3f}, "
           f"U {m['U']:.3f}")
     return stats
+
+
+def generate_score_step(cfg: Config, run: RunDir, force: bool = False) -> None:
+    """The generate and score steps; with scoring.stream, one pipeline generates and scores at once,
+    then the two steps finish (they find their work done, or pick up what a kill left)."""
+    from udasa_ray.generate.pipeline import with_generator
+    from udasa_ray.uncertainty.pipeline import generate_and_score
+
+    if cfg.scoring.stream:
+        if run.step("ingest").get("status") != "done":
+            ingest_step(cfg, run)
+        resume = run.begin_step("generate", cfg, generate_hash(cfg, run), SHARED_STEPS["generate"], force)
+        if resume is not None:  # new responses make the scores on disk stale
+            run.begin_step("score", cfg, score_hash(cfg, run), SHARED_STEPS["score"], force or not resume)
+            if stream := generate_and_score(with_generator(cfg), run):  # {}: nothing left to stream
+                run.update_step("generate", stream=stream)
+        force = False  # the streamed outputs are this run's: resume them
+    generate_step(cfg, run, force)
+    score_step(cfg, run, force)
 
 
 # What each pairing method reads: UDASA the scores, RLAIF the raw responses, RLCD only the prompts.

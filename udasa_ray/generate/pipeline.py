@@ -78,6 +78,23 @@ def with_generator(cfg: Config) -> Config:
     return dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, policy=cfg.models.generator))
 
 
+def generated(cfg: Config, requests: list[dict]):
+    """Run request rows through the backend's Ray Data pipeline: yields each finished batch as its
+    response rows (a listwise reply already split into N) and the tokens it generated."""
+    resolve(cfg.models.policy, cfg.models.cache_dir)  # unpack a bundled model once, before actors start
+    init_ray(cfg.ray)
+    data_context()
+    gen = cfg.generation
+    block_rows = gen.batch_size if gen.backend == "hf" else gen.vllm.batch_size
+    ds = _apply_backend(_request_dataset(requests, block_rows), cfg)
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        rows = batch.select(BACKEND_COLUMNS).to_pylist()
+        tokens = sum(r["n_tokens"] for r in rows)
+        if gen.mode == "listwise":
+            rows = [r for row in rows for r in split_listwise(row, gen.n)]
+        yield rows, tokens
+
+
 def generate(cfg: Config, run: RunDir, resume: bool = False) -> dict:
     """Write N responses for each prompt (the first `data.limit` ones) to run/responses/."""
 
@@ -90,28 +107,21 @@ def generate(cfg: Config, run: RunDir, resume: bool = False) -> dict:
     requests = build_requests(prompts, cfg.generation.n, cfg.generation.seed, done, listwise)
     if done:
         print(f"[generate] resuming: {len(done)} responses on disk, {len(requests)} to go")
+    total = len(requests) * (cfg.generation.n if listwise else 1)  # responses to make
     t0, new_tokens = time.perf_counter(), 0
     if requests:
-        resolve(cfg.models.policy, cfg.models.cache_dir)  # unpack a bundled model once, before actors start
-        init_ray(cfg.ray)
-        data_context()
-        block_rows = cfg.generation.batch_size if cfg.generation.backend == "hf" else cfg.generation.vllm.batch_size
-        ds = _apply_backend(_request_dataset(requests, block_rows), cfg)
-        with tqdm(total=len(requests), desc="generate", unit="req", dynamic_ncols=True) as bar:
-            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                rows = batch.select(BACKEND_COLUMNS).to_pylist()
-                new_tokens += sum(r["n_tokens"] for r in rows)
+        with tqdm(total=total, desc="generate", unit="resp", dynamic_ncols=True) as bar:
+            for rows, tokens in generated(cfg, requests):
+                new_tokens += tokens
                 bar.set_postfix(tok_s=f"{new_tokens / (time.perf_counter() - t0):.0f}", refresh=False)
                 bar.update(len(rows))
-                if listwise:
-                    rows = [r for row in rows for r in split_listwise(row, cfg.generation.n)]
                 write_part(pa.Table.from_pylist(rows, schema=RESPONSE_SCHEMA), out_dir)
     seconds = time.perf_counter() - t0
     table = read_responses(out_dir)
     return {
         "prompts": len(prompts),
         "responses": table.num_rows,
-        "generated_this_run": len(requests) * (cfg.generation.n if listwise else 1),
+        "generated_this_run": total,
         "tokens_this_run": new_tokens,
         "seconds": round(seconds, 1),
         "tokens_per_s": round(new_tokens / seconds, 1) if requests else None,
