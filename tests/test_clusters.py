@@ -308,3 +308,14 @@ def test_vllm_engine_asks_for_the_actor_resources(config: tuple[Path, ...], tp: 
     plain, _ = vllm_bundles(load_config(config, [f"generation.vllm.tensor_parallel_size={tp}"]))
     assert all(set(b) <= {"CPU", "GPU"} for b in plain), plain
     assert vllm_replica(cfg) == vllm_replica(load_config(config, [f"generation.vllm.tensor_parallel_size={tp}"]))
+
+
+@pytest.mark.parametrize("config", LLAMA_CONFIGS, ids=LLAMA_IDS)
+def test_scorer_actors_ask_for_the_scoring_actor_resources(config: tuple[Path, ...]) -> None:
+    """`scoring.actor_resources` puts every scorer pool's actors on the node type that carries the label."""
+    cfg = load_config(config, ["scoring.actor_resources={score_node: 1}"])
+    pools = [actor_resources(kwargs) for _, kwargs in score_pipeline.scorer_pools(cfg)]
+    assert len(pools) == 3 and all(p["score_node"] == 1 for p in pools), pools
+    plain = [actor_resources(kwargs) for _, kwargs in score_pipeline.scorer_pools(load_config(config))]
+    assert all(set(p) == {"CPU", "GPU"} for p in plain), plain
+    assert [p["CPU"] for p in plain] == [p["CPU"] for p in pools]

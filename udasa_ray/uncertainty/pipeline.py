@@ -82,7 +82,7 @@ def scorer_pools(cfg: Config) -> list[tuple[type, dict[str, Any]]]:
     return [(scorer, {"fn_constructor_kwargs": {"scoring": scoring, "models": cfg.models,
                                                 "prompt_template": cfg.generation.prompt_template},
                       "batch_size": scoring.batch_size, "batch_format": "pyarrow", "num_cpus": scoring.cpus_per_actor,
-                      "resources": scoring.actor_resources or None,
+                      "resources": dict(scoring.actor_resources),
                       "compute": ray.data.ActorPoolStrategy(size=scoring.num_actors)}) for scorer in SCORERS]
 
 
