@@ -106,7 +106,8 @@ def generate_score_step(cfg: Config, run: RunDir, force: bool = False) -> None:
         if run.step("ingest").get("status") != "done":
             ingest_step(cfg, run)
         resume = run.begin_step("generate", cfg, generate_hash(cfg, run), SHARED_STEPS["generate"], force)
-        if resume is not None:  # new responses make the scores on disk stale
+        if resume is not None:  # responses still to make
+            # Scores start afresh with fresh responses, and resume with resumed ones.
             run.begin_step("score", cfg, score_hash(cfg, run), SHARED_STEPS["score"], force or not resume)
             if stream := generate_and_score(with_generator(cfg), run):  # {}: nothing left to stream
                 run.update_step("generate", stream=stream)
