@@ -63,7 +63,7 @@ def check_generation(model_dir: str) -> dict:
     from udasa_ray.generate.hf import HFGenerator
 
     gen = {"dtype": "float32", "prompt_template": "chat", "system_prompt": None, "temperature": 0.8,
-           "top_p": 0.9, "max_new_tokens": 16}
+           "top_p": 0.9, "max_new_tokens": 16, "decoding": "sample"}
     g = HFGenerator(model_dir, "", gen, num_threads=os.cpu_count() or 1)
     prompts = ["Name a colour.", "What is 2 + 2?", "Write a greeting.", "Describe the sea."]
     batch = {"prompt_id": np.array([f"p{i // 2}" for i in range(8)], dtype=object),

@@ -34,6 +34,7 @@ def test_policy_judge_reads_the_question_as_the_generator_frames_it(base_model, 
     (with the tokenizer's own special tokens, as the hf generator tokenizes plain text)."""
     import torch
 
+    from udasa_ray.generate.selfeval import first_tokens
     from udasa_ray.uncertainty.backends import PolicyJudge
 
     judge = PolicyJudge(base_model, model_cache, prompt_template="alpaca")
@@ -43,7 +44,7 @@ def test_policy_judge_reads_the_question_as_the_generator_frames_it(base_model, 
     ids = judge.tok(text, return_tensors="pt")["input_ids"]
     with torch.inference_mode():
         p = torch.softmax(judge.model(ids).logits[0, -1].float(), -1)
-    yes, no = (p[judge._first_tokens(w)].sum() for w in ("yes", "no"))
+    yes, no = (p[first_tokens(judge.tok, w)].sum() for w in ("yes", "no"))
     assert judge.label_probs([q], ["yes", "no"])[0, 0] == pytest.approx(float(yes / (yes + no)), abs=1e-4)
 
 

@@ -319,3 +319,20 @@ def test_scorer_actors_ask_for_the_scoring_actor_resources(config: tuple[Path, .
     plain = [actor_resources(kwargs) for _, kwargs in score_pipeline.scorer_pools(load_config(config))]
     assert all(set(p) == {"CPU", "GPU"} for p in plain), plain
     assert [p["CPU"] for p in plain] == [p["CPU"] for p in pools]
+
+
+def test_reproduce_rayjob_runs_on_the_raycluster() -> None:
+    """The reproduce RayJob selects raycluster.yaml's cluster (no spec of its own to drift), runs
+    jobs/reproduce.py on configs that load, writes to the shared volume and installs what rayjob.yaml does."""
+    cluster, job = load(KUBERAY / "raycluster.yaml"), load(KUBERAY / "rayjob-reproduce.yaml")
+    spec = job["spec"]
+    assert job["kind"] == "RayJob" and "rayClusterSpec" not in spec
+    assert spec["clusterSelector"] == {"ray.io/cluster": cluster["metadata"]["name"]}
+    python, script, *args = shlex.split(spec["entrypoint"])
+    assert (python, script) == ("python", "jobs/reproduce.py") and (ROOT / script).is_file()
+    configs = [args[i + 1] for i, a in enumerate(args) if a == "--config"]
+    cfg = load_config([ROOT / c for c in configs])
+    assert cfg.eval.harmless_source.startswith("hf:") and cfg.generation.backend == "vllm"
+    assert args[args.index("--out") + 1].startswith(SHARED + "/")
+    align_env = load(KUBERAY / "rayjob.yaml")["spec"]["runtimeEnvYAML"]
+    assert yaml.safe_load(spec["runtimeEnvYAML"]) == yaml.safe_load(align_env)

@@ -9,7 +9,7 @@ from conftest import kill_after
 
 from udasa_ray import steps
 from udasa_ray.config import load_config
-from udasa_ray.generate.hf import SeededSampler
+from udasa_ray.generate.decode import SeededSampler
 from udasa_ray.generate.pipeline import read_responses
 from udasa_ray.runs import RunDir
 
@@ -183,7 +183,7 @@ def test_decode_loop_samples_what_generate_would(model_cache):
     sharing one prefill, with finished rows leaving the batch, continue as each would alone."""
     from transformers import LogitsProcessor, LogitsProcessorList
 
-    from udasa_ray.generate.hf import decode
+    from udasa_ray.generate.decode import decode
     from udasa_ray.models import load_policy
 
     class Forced(LogitsProcessor):
@@ -278,3 +278,46 @@ def test_streamed_generate_and_score_match_the_two_steps_and_resume(tmp_path, mo
     # Generation (2 CPUs) and the scorers (3 x 0.5) of the default do not fit 2 CPUs at once: said, not hung.
     with pytest.raises(StepFailed, match=r"scoring.stream runs generation and scoring at once: 3.5 CPUs .* of 2 "):
         steps.generate_score_step(_cfg(model_cache, "scoring.stream=true"), RunDir(tmp_path / "too-big"))
+
+
+@pytest.mark.timeout(300)
+def test_rain_searches_away_from_what_its_judge_rejects(model_cache, monkeypatch):
+    """RAIN with a judge that rejects any partial answer containing the word "the": the real model's
+    plain seeded samples use it in every answer, RAIN's (same seeds) in fewer; a rerun repeats itself."""
+    import dataclasses
+
+    import numpy as np
+
+    from udasa_ray.config.schema import RainConfig
+    from udasa_ray.generate import rain
+    from udasa_ray.generate.decode import decode
+    from udasa_ray.generate.requests import frame_prompt
+    from udasa_ray.models import load_policy
+
+    the = re.compile(r"\bthe\b", re.IGNORECASE)
+    judged = []
+
+    def judge(model, tok, questions, labels, template="chat", batch_size=16):
+        judged.extend(questions)
+        return np.array([[0.0, 1.0] if the.search(q.split("Assistant: ", 1)[1]) else [1.0, 0.0] for q in questions])
+
+    monkeypatch.setattr(rain, "label_probs", judge)
+    torch.set_num_threads(2)
+    model, tok = load_policy("bundled:smollm2-135m-instruct", model_cache, "float32")
+    g = {"rain": dataclasses.asdict(RainConfig(candidates=3, segment_tokens=4)), "max_new_tokens": 16,
+         "prompt_template": "chat", "temperature": 0.8, "top_p": 0.9}
+    plain, searched = [], []
+    for seed, q in enumerate(["Describe the sea.", "Why is the sky blue?", "Tell me about the moon.",
+                              "What is the capital of France?"]):
+        ids = tok(frame_prompt(tok, q, "chat")[0], add_special_tokens=False)["input_ids"]
+        t = torch.tensor([ids])
+        plain.append(tok.decode(decode(model, t, torch.ones_like(t), [0], SeededSampler([seed], 0.8, 0.9), 16,
+                                       tok.eos_token_id)[0], skip_special_tokens=True))
+        out, stats = rain.rain_decode(model, tok, q, ids, seed, g)
+        assert 0 < len(out) <= 16 and stats["judged"] >= 3
+        searched.append(tok.decode(out, skip_special_tokens=True))
+        if seed == 0:
+            assert rain.rain_decode(model, tok, q, ids, seed, g)[0] == out
+    assert all(q.startswith(RainConfig().question.split("{prompt}")[0]) for q in judged)  # the configured question
+    n_plain, n_rain = (sum(bool(the.search(a)) for a in answers) for answers in (plain, searched))
+    assert n_plain == 4 and n_rain < n_plain, (plain, searched)

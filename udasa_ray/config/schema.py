@@ -43,6 +43,24 @@ class VLLMConfig:
 
 
 @dataclass
+class RainConfig:
+    """RAIN (Li et al. 2023): decoding that searches ahead over token sets, scores each with the
+    policy's own judgement of the partial answer, and rewinds from what it judges bad. hf backend."""
+
+    segment_tokens: int = 8  # a token set, the unit of search
+    candidates: int = 2  # token sets sampled at each expansion
+    depth: int = 2  # how many token sets a search looks ahead of the committed answer
+    min_searches: int = 2  # searches before a token set may be committed
+    max_searches: int = 6  # searches per committed token set at most (the budget)
+    value_threshold: float = 0.7  # commit once the best next set's value reaches it (values in [0, 1])
+    exploration: float = 1.0  # c in the selection rule value + c * prior * sqrt(N_parent) / (1 + N)
+    # The self-evaluation: {prompt} and {response} filled in, answered by the first token of a label.
+    question: str = ("Is the assistant's reply to the user harmless, honest and helpful? Answer yes or no.\n\n"
+                     "User: {prompt}\nAssistant: {response}")
+    labels: list[str] = field(default_factory=lambda: ["yes", "no"])  # the first is the good answer
+
+
+@dataclass
 class GenerationConfig:
     backend: Literal["hf", "vllm"] = "hf"
     # independent: N seeded samples of the prompt; listwise: one request for N distinct
@@ -66,6 +84,10 @@ class GenerationConfig:
     # "auto": bfloat16 where the hardware runs it natively, else float32 (models.pick_dtype).
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    # "sample": seeded temperature/top-p sampling; "rain": RAIN's search (hf backend; `eval.decoding`
+    # sets it for an evaluation, which is where the paper uses it).
+    decoding: Literal["sample", "rain"] = "sample"
+    rain: RainConfig = field(default_factory=RainConfig)
 
 
 @dataclass
@@ -236,6 +258,7 @@ class EvalConfig:
     top_p: float = 0.9
     max_new_tokens: int = 96
     seed: int = 1234
+    decoding: Literal["sample", "rain"] = "sample"  # rain: the RAIN baseline (budget in generation.rain)
     opening_words: int = 8  # IMDB review opening length
     sentiment_prompt: str = "Continue this movie review in a positive tone:\n\n{opening}"
     sentiment_classifier: str = "vader"  # or a Hugging Face sentiment model name

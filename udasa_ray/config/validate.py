@@ -36,6 +36,19 @@ RULES: dict[str, list[Rule]] = {
         ("vllm.tensor_parallel_size", lambda g: g.vllm.tensor_parallel_size >= 1, ">= 1"),
         ("vllm.replicas", lambda g: g.vllm.replicas >= 1, ">= 1"),
         ("vllm.gpu_memory_utilization", lambda g: 0 < g.vllm.gpu_memory_utilization <= 1, "in (0, 1]"),
+        ("decoding", lambda g: g.decoding == "sample" or (g.backend == "hf" and g.mode == "independent"),
+         "sample with the vllm backend or listwise mode (RAIN runs on hf, one answer a request)"),
+        ("rain.segment_tokens", lambda g: g.rain.segment_tokens >= 1, ">= 1"),
+        ("rain.candidates", lambda g: g.rain.candidates >= 1, ">= 1"),
+        ("rain.depth", lambda g: g.rain.depth >= 1, ">= 1"),
+        ("rain.min_searches", lambda g: 1 <= g.rain.min_searches <= g.rain.max_searches,
+         ">= 1 and <= rain.max_searches"),
+        ("rain.value_threshold", lambda g: 0 <= g.rain.value_threshold <= 1, "in [0, 1]"),
+        ("rain.exploration", lambda g: g.rain.exploration >= 0, ">= 0"),
+        ("rain.question", lambda g: "{prompt}" in g.rain.question and "{response}" in g.rain.question,
+         "a text containing {prompt} and {response}"),
+        ("rain.labels", lambda g: len(g.rain.labels) >= 2 and len(set(g.rain.labels)) == len(g.rain.labels),
+         "two or more distinct words, the good answer first"),
     ],
     "scoring": [
         ("batch_size", lambda s: s.batch_size >= 1, ">= 1"),
@@ -127,3 +140,6 @@ def validate(cfg: Config) -> None:
             if not holds(obj):
                 value = operator.attrgetter(key)(obj)
                 raise ConfigError(f"{section}.{key}: must be {requirement}, got {value!r}")
+    if cfg.eval.decoding == "rain" and cfg.generation.backend != "hf":
+        raise ConfigError(f"eval.decoding: rain runs on the hf generation backend, got generation.backend="
+                          f"{cfg.generation.backend!r}")

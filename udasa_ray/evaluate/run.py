@@ -216,7 +216,8 @@ def evaluate_model(cfg: Config, model: str, out: Path, label: str, salt: str = "
               + (f", {len(bad)} rejected (reasons in {run / 'rejects.jsonl'})" if bad else ""))
     (run / "rejects.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects))
     gen = dataclasses.replace(cfg.generation, n=eval_cfg.samples, mode="independent", temperature=eval_cfg.temperature,
-                            top_p=eval_cfg.top_p, max_new_tokens=eval_cfg.max_new_tokens, seed=eval_cfg.seed)
+                            top_p=eval_cfg.top_p, max_new_tokens=eval_cfg.max_new_tokens, seed=eval_cfg.seed,
+                              decoding=eval_cfg.decoding)
     gcfg = dataclasses.replace(cfg, generation=gen, models=dataclasses.replace(cfg.models, policy=model))
     responses, ghash = generate_subrun(run / "generations", gcfg, [{"prompt_id": it["id"], "prompt": it["query"]}
                                                                      for it in items], salt, force)

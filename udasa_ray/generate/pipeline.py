@@ -60,8 +60,9 @@ def _apply_backend(ds, cfg: Config):
         fn_constructor_kwargs={
             "model": cfg.models.policy,
             "cache_dir": cfg.models.cache_dir,
-            "gen": {k: getattr(gen, k) for k in
-                    ("temperature", "top_p", "max_new_tokens", "system_prompt", "prompt_template", "dtype")},
+            "gen": {**{k: getattr(gen, k) for k in ("temperature", "top_p", "max_new_tokens", "system_prompt",
+                                                   "prompt_template", "dtype", "decoding")},
+                    "rain": dataclasses.asdict(gen.rain)},
             "num_threads": max(1, int(gen.cpus_per_actor)),
         },
         batch_size=gen.batch_size,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from udasa_ray.generate.requests import frame_prompt
+from udasa_ray.generate.selfeval import label_probs
 from udasa_ray.http import JSONClient
 from udasa_ray.models import load_policy, pick_dtype, resolve
 
@@ -163,25 +163,9 @@ class PolicyJudge:
         self.batch_size = batch_size
         self.prompt_template = prompt_template
 
-    def _first_tokens(self, word: str) -> list[int]:
-        ids = {self.tok.encode(v, add_special_tokens=False)[0] for v in (word, word.capitalize(), " " + word)}
-        return sorted(ids)
-
     def label_probs(self, questions: list[str], labels: list[str]) -> np.ndarray:
         """P(label) for each question, renormalised over the label words' first tokens."""
-        import torch
-
-        token_sets = [self._first_tokens(w) for w in labels]
-        out = []
-        for i in range(0, len(questions), self.batch_size):
-            framed = [frame_prompt(self.tok, q, self.prompt_template) for q in questions[i : i + self.batch_size]]
-            enc = self.tok([text for text, _ in framed], return_tensors="pt", padding=True,
-                           add_special_tokens=framed[0][1]).to(self.model.device)
-            with torch.inference_mode():
-                p = torch.softmax(self.model(**enc).logits[:, -1].float(), -1)
-            mass = torch.stack([p[:, ids].sum(-1) for ids in token_sets], -1)
-            out.append((mass / mass.sum(-1, keepdim=True)).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(labels)))
+        return label_probs(self.model, self.tok, questions, labels, self.prompt_template, self.batch_size)
 
     def nli(self, premises: list[str], hypotheses: list[str]) -> np.ndarray:
         qs = [f"Premise: {p}\nHypothesis: {h}\nDoes the premise support the hypothesis? Answer yes, no or maybe."
