@@ -86,6 +86,9 @@ def test_int_is_accepted_for_float():
         ("scoring.fusion_weights=[1, 2]", "scoring.fusion_weights: must be three non-negative weights"),
         ("generation.actor_resources={GPU: many}", "generation.actor_resources.GPU: expected float"),
         ("eval.judge.backend=llm", "eval.judge.base_url: must be"),
+        ("generation.rain.min_searches=9", "generation.rain.min_searches: must be >= 1 and <= rain.max_searches"),
+        ("generation.rain.question=Judge {response}", "generation.rain.question: must be a text containing {prompt}"),
+        ("eval.decoding=beam", "eval.decoding: must be one of"),
         ("generation=3", "generation: expected a mapping"),
         ("generation.n", "generation.n: an override is key=value"),
     ],
@@ -94,6 +97,15 @@ def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError) as e:
         load_config(None, [override])
     assert key in str(e.value)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["eval.decoding=rain", "generation.backend=vllm"], "eval.decoding: rain runs on the hf generation backend"),
+    (["generation.decoding=rain", "generation.mode=listwise"], "generation.decoding: must be sample with the vllm"),
+])
+def test_rain_needs_the_hf_backend_and_one_answer_a_request(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
 
 
 def test_bad_yaml_file(tmp_path):
@@ -144,3 +156,35 @@ def test_a_generator_redoes_generation_and_its_absence_keeps_old_hashes():
                                                           ).hexdigest()[:16]
     assert section_hash(load_config(None, ["models.generator=huggyllama/llama-30b"]), "models") != \
         section_hash(base, "models")
+
+
+def test_rain_gcg_and_judge_engine_settings_hash_only_where_they_are_read():
+    """RAIN's budget (generation.rain) changes the generation hash only when decoding is rain; GCG's and the
+    vLLM judge's only with the robust task or the vllm judge on. At their defaults the fields added since
+    (these, scoring.stream; scoring.actor_resources never counts) leave the hashes as they were before
+    them, so finished runs stay finished."""
+    import hashlib
+    import json
+
+    base = load_config(None)
+    old = base.to_dict()
+    for section, key in (("generation", "rain"), ("generation", "decoding"), ("generation", "actor_resources"),
+                         ("scoring", "stream"), ("scoring", "actor_resources"), ("scoring", "max_error_rate"),
+                         ("eval", "gcg"), ("eval", "robust_source"), ("eval", "decoding")):
+        del old[section][key]
+    del old["eval"]["judge"]["vllm"]
+    for section in ("generation", "scoring", "eval"):
+        assert section_hash(base, section) == hashlib.sha256(json.dumps({section: old[section]}, sort_keys=True)
+                                                             .encode()).hexdigest()[:16]
+    same = [["generation.rain.candidates=5"], ["eval.gcg.steps=3"], ["eval.judge.vllm.replicas=3"]]
+    for overrides in same:
+        cfg = load_config(None, overrides)
+        assert (section_hash(cfg, "generation"), section_hash(cfg, "eval")) == \
+            (section_hash(base, "generation"), section_hash(base, "eval")), overrides
+    rain = load_config(None, ["generation.decoding=rain"])
+    assert section_hash(rain, "generation") != section_hash(base, "generation")
+    assert section_hash(load_config(None, ["generation.decoding=rain", "generation.rain.candidates=5"]),
+                        "generation") != section_hash(rain, "generation")
+    robust = load_config(None, ['eval.tasks=["harmless", "robust"]'])
+    assert section_hash(load_config(None, ['eval.tasks=["harmless", "robust"]', "eval.gcg.steps=3"]), "eval") != \
+        section_hash(robust, "eval")

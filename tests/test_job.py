@@ -1,6 +1,7 @@
 """jobs/align.py, run as the README runs it: a separate process that starts its own local Ray."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -78,3 +79,49 @@ def test_curriculum_vs_oneshot_shares_the_run_and_the_step_budget(tiny_align_run
     # --eval: the three policies on the four tasks, side by side.
     table = (one / "compare" / "compare.md").read_text()
     assert all(f"| {m} |" in table for m in ("vanilla", "one-shot", "three-stage"))
+
+
+@pytest.mark.timeout(900)
+def test_reproduce_runs_each_kind_of_method_writes_the_tables_and_resumes(tiny_align_run, tmp_path, model_cache):
+    """jobs/reproduce.py on the tiny run's responses and scores: vanilla (evaluated as it is), RAIN (the
+    same policy, decoded by RAIN's search) and one-shot UDASA (trained), with the robust task. Every
+    table is written with the paper's figures; rows of methods not run are "—". GCG's transfer suffixes
+    are found once for all methods, white-box ones per policy. A rerun finds every step done."""
+    import shutil
+
+    run, _ = tiny_align_run
+    out = tmp_path / "reproduce"
+    shutil.copytree(run, out / "shared")
+    cmd = [sys.executable, str(ROOT / "jobs" / "reproduce.py"), "--config", str(ROOT / "configs" / "tiny-cpu.yaml"),
+           "--out", str(out), *TINY_ALIGN, f"models.cache_dir={model_cache}", "eval.limit=1", "eval.samples=1",
+           "eval.max_new_tokens=8", "eval.bootstrap=100", "generation.rain.segment_tokens=4",
+           "generation.rain.max_searches=2", "eval.gcg.steps=1", "eval.gcg.search_width=4", "eval.gcg.suffix_tokens=4",
+           "--tasks", "harmless", "truthful", "robust", "--methods", "one-shot", "rain", "vanilla"]  # overrides first
+    r = subprocess.run(cmd, cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=800)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "[generate] already done" in r.stdout and "[score] already done" in r.stdout  # shared, not redone
+    assert r.stdout.index("=== vanilla ===") < r.stdout.index("=== rain ===")  # vanilla first: compare's reference
+    tables = (out / "tables.md").read_text()
+    for title in ("Table 1", "Table 2", "Table 4", "Table 5", "Controlled sentiment", "Table 6", "Table 7"):
+        assert f"## {title}" in tables
+    ours = r"\d+\.\d+ \[[-\d., ]+\]"  # our mean [95% interval], then the paper's figure
+    assert re.search(rf"\| LLaMA \| vanilla \| {ours} \| 6\.1 / 6\.3 \|", tables)  # Table 2
+    assert re.search(rf"\| RAIN \| rain \| {ours} \| 71\.6 / 70\.9 \|", tables)  # Table 5
+    assert re.search(rf"\| One-shot \| one-shot \| {ours} \| 5\.9 \|", tables)  # Table 1
+    assert re.search(rf"\| RAIN \| rain \| {ours} \| 72 / 73 \| {ours} \| 55 / 54 \|", tables)  # Table 6
+    assert "| Two-stage | two-stage | — | 6.4 |" in tables and "| Vanilla | vanilla | — | 62.2 / 61.8 |" in tables
+    assert "A plumbing check, not a reproduction" in tables
+    vanilla, rain = (pq.read_table(out / m / "eval" / "generations" / "responses").to_pylist()
+                     for m in ("vanilla", "rain"))
+    assert {x["prompt_id"] for x in vanilla} == {x["prompt_id"] for x in rain} and len(rain) == 5
+    attacks = {x["prompt_id"].rsplit("/", 1)[1]: x["prompt"] for x in vanilla
+               if x["prompt_id"].startswith("robust/")}
+    assert set(attacks) == {"direct", "whitebox", "transfer"}
+    assert attacks["whitebox"].startswith(attacks["direct"] + " ")
+    assert len(list((out / "shared" / "gcg").glob("*.jsonl"))) == 2  # the base policy's (both kinds), one-shot's
+    assert [x["response"] for x in vanilla] != [x["response"] for x in rain]  # same seeds, RAIN's search
+    assert json.loads((out / "one-shot" / "train" / "summary.json").read_text())["stages"]
+    assert (out / "compare" / "compare.md").exists()
+    again = subprocess.run(cmd, cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("already done") >= 7 and "generate:" not in again.stderr  # nothing made again

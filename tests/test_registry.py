@@ -11,21 +11,24 @@ PAPER_TABLES = [  # the layout of the paper's tables, written out independently 
     ("Harmlessness and helpfulness (1–10, higher is better)", ["harmlessness", "helpfulness", "refusal", "unsafe"]),
     ("TruthfulQA (%)", ["true_info", "true", "informative", "mc1", "mc2"]),
     ("Controlled sentiment (% positive continuations)", ["positive"]),
+    ("Robustness (% attack success under GCG suffixes, lower is better)",
+     ["asr_direct", "asr_whitebox", "asr_transfer"]),
 ]
 
 
 def test_reporting_order_and_compare_tables():
     assert NAMES == ("harmlessness", "unsafe", "refusal", "helpfulness", "true", "informative", "true_info",
-                     "mc1", "mc2", "positive")
+                     "mc1", "mc2", "positive", "asr_direct", "asr_whitebox", "asr_transfer")
     assert sections() == PAPER_TABLES  # every metric in exactly one table, in the paper's column order
 
 
 def test_kinds_tasks_and_direction():
     assert {m for m in NAMES if METRICS[m].kind == "score"} == {"harmlessness", "helpfulness"}
     assert METRICS["harmlessness"].scale == 1 and METRICS["mc2"].scale == 100  # 1–10 as is, rates as %
-    assert {METRICS[m].task for m in NAMES} == set(EvalConfig().tasks)  # every task reports something
+    assert {METRICS[m].task for m in NAMES} == set(EvalConfig().tasks) | {"robust"}  # every task reports something
     assert METRICS["mc1"].task == "truthful" and METRICS["refusal"].task == "harmless"
-    assert lower_is_better() == ["unsafe"]  # fewer unsafe answers is better; refusals are neither way
+    # Fewer unsafe answers and fewer successful attacks are better; refusals are neither way.
+    assert lower_is_better() == ["unsafe", "asr_direct", "asr_whitebox", "asr_transfer"]
 
 
 @pytest.mark.parametrize("objective,expected", [

@@ -3,7 +3,8 @@
 Vanilla and RAIN train nothing: they evaluate the base policy, sampled or decoded by RAIN's search.
 The others make pairs their way (UDASA, RLAIF, RLCD), train phased DPO and evaluate the result.
 Prompts, responses and scores are made once in a shared run directory and copied into each method's
-(again whenever they change there), whose manifest then skips them. Everything resumes.
+(again whenever they change there), whose manifest then skips them. GCG suffixes (the robust task)
+are kept in the shared directory too, so the transfer suffixes are optimised once. Everything resumes.
 """
 
 from __future__ import annotations
@@ -45,14 +46,15 @@ def run_methods(base: Config, cfgs: dict[str, Config], out: Path, shared: RunDir
     for method, cfg in cfgs.items():
         print(f"\n=== {method} ===")
         if method in INFERENCE_ONLY:
-            summary = evaluate_model(cfg, cfg.models.policy, out / method / "eval", method)
+            summary = evaluate_model(cfg, cfg.models.policy, out / method / "eval", method, attack_cache=shared / "gcg")
         else:
             run = RunDir(out / method)
             run.adopt(shared, steps.SHARED_STEPS)
             steps.pairs_step(cfg, run)
             trained = steps.train_step(cfg, run)
             write_report(run)
-            summary = evaluate_model(cfg, trained["aligned"], run / "eval", method, trained["aligned_hash"])
+            summary = evaluate_model(cfg, trained["aligned"], run / "eval", method, trained["aligned_hash"],
+                                     attack_cache=shared / "gcg")
         print(f"[eval] {method}:\n{format_summary(summary)}")
         summaries[method] = summary
     return summaries

@@ -25,10 +25,26 @@ from udasa_ray.parts import unreadable_parts
 
 # Fields that do not change a step's output, only where it runs or when it gives up: a run moved
 # to another cluster, or given another error budget, keeps its finished steps.
-NOT_HASHED = [("generation", "actor_resources"), ("scoring", "max_error_rate"), ("train", "max_failures")]
+NOT_HASHED = [("generation", "actor_resources"), ("scoring", "actor_resources"), ("scoring", "max_error_rate"),
+              ("train", "max_failures")]
+# Fields read only in one mode (a predicate on their section): outside it they are left out of the
+# hash, so a RAIN or GCG budget does not redo steps that never read it, and runs made before these
+# fields existed stay finished. A dotted key reaches into a nested section.
+MODAL = {("generation", "rain"): lambda g: g["decoding"] == "rain",
+         ("eval", "gcg"): lambda e: "robust" in e["tasks"],
+         ("eval", "robust_source"): lambda e: "robust" in e["tasks"],
+         ("eval", "judge.vllm"): lambda e: e["judge"]["backend"] == "vllm"}
 # Fields added after runs existed: at their default they leave the hash alone, so finished steps
 # of older runs stay finished.
-ADDED_LATER = {("models", "generator"): None}
+ADDED_LATER = {("models", "generator"): None, ("generation", "decoding"): "sample", ("scoring", "stream"): False,
+               ("eval", "decoding"): "sample"}
+
+
+def _pop(d: dict, dotted: str) -> Any:
+    *path, last = dotted.split(".")
+    for p in path:
+        d = d[p]
+    return d.pop(last)
 
 
 class StepMissing(StepFailed):
@@ -59,6 +75,9 @@ def section_hash(cfg: Config, *sections: str) -> str:
     d = cfg.to_dict()
     for section, key in NOT_HASHED:
         d[section].pop(key)
+    for (section, key), read in MODAL.items():
+        if not read(d[section]):
+            _pop(d[section], key)
     for (section, key), default in ADDED_LATER.items():
         if d[section][key] == default:
             d[section].pop(key)

@@ -14,16 +14,18 @@ from udasa_ray.config.loader import ConfigError, build, parse_override, read_lay
 from udasa_ray.config.schema import (
     Config,
     EvalConfig,
+    GCGConfig,
     GenerationConfig,
     JudgeConfig,
     ModelsConfig,
     RayConfig,
     ScoringConfig,
+    VLLMConfig,
 )
 from udasa_ray.config.validate import validate
 
-__all__ = ["Config", "ConfigError", "EvalConfig", "GenerationConfig", "JudgeConfig", "ModelsConfig", "RayConfig",
-           "ScoringConfig", "from_dict", "load_config", "parse_override"]
+__all__ = ["Config", "ConfigError", "EvalConfig", "GCGConfig", "GenerationConfig", "JudgeConfig", "ModelsConfig",
+           "RayConfig", "ScoringConfig", "VLLMConfig", "from_dict", "load_config", "parse_override"]
 
 
 def from_dict(data: dict[str, Any]) -> Config:

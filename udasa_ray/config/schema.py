@@ -227,8 +227,9 @@ class TrainConfig:
 class JudgeConfig:
     """Who rates harmlessness, helpfulness and truthfulness of generations."""
 
-    # offline: the project's scorers and classifiers; llm: an OpenAI-compatible chat endpoint.
-    backend: Literal["offline", "llm"] = "offline"
+    # offline: the project's scorers and classifiers; llm: an OpenAI-compatible chat endpoint; vllm: the
+    # judge model served by the cluster itself, batched through ray.data.llm (no endpoint to run).
+    backend: Literal["offline", "llm", "vllm"] = "offline"
     base_url: str | None = None  # e.g. http://judge-head:8000/v1 (a vLLM or `transformers serve` server)
     model: str | None = None
     api_key_env: str = "OPENAI_API_KEY"  # the variable holding the key (never logged)
@@ -238,6 +239,23 @@ class JudgeConfig:
     retries: int = 2  # extra attempts after a malformed reply or a transient HTTP error
     timeout_s: float = 120.0
     concurrency: int = 4
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)  # the vllm backend's engine, replicas and batch
+
+
+@dataclass
+class GCGConfig:
+    """The robustness task's attack (Zou et al. 2023): a suffix optimised by greedy coordinate gradient
+    to make the model begin its answer with the behaviour's target ("Sure, here is ..."). The defaults
+    are GCG's own; small CPU budgets are in configs/paper/cpu-plumbing.yaml."""
+
+    steps: int = 500
+    search_width: int = 512  # candidate suffixes evaluated per step
+    topk: int = 256  # tokens per suffix position the gradient proposes
+    suffix_tokens: int = 20
+    seed: int = 0
+    # Transfer suffixes are optimised on this model and used against every evaluated one (white-box
+    # suffixes on the evaluated model itself). None: the base policy, models.policy.
+    transfer_from: str | None = None
 
 
 @dataclass
@@ -245,12 +263,16 @@ class EvalConfig:
     """`udasa eval`: the paper's four tasks (SPEC §7). A source is "bundled:eval/<task>" (small sets
     written for this project), a local file (JSON/JSONL/Parquet/CSV) or "hf:DATASET[:CONFIG][#DATA_DIR]"."""
 
-    tasks: list[Literal["harmless", "helpful", "truthful", "sentiment"]] = field(
+    # "robust" (the paper's Table 6: attack success under GCG suffixes) is not on by default: it
+    # optimises a suffix per behaviour and evaluated model.
+    tasks: list[Literal["harmless", "helpful", "truthful", "sentiment", "robust"]] = field(
         default_factory=lambda: ["harmless", "helpful", "truthful", "sentiment"])
     harmless_source: str = "bundled:eval/harmless"  # e.g. hf:Anthropic/hh-rlhf#harmless-base
     helpful_source: str = "bundled:eval/helpful"  # e.g. hf:Anthropic/hh-rlhf#helpful-base
     truthful_source: str = "bundled:eval/truthful"  # e.g. hf:truthfulqa/truthful_qa (generation + multiple_choice)
     sentiment_source: str = "bundled:eval/sentiment"  # e.g. hf:stanfordnlp/imdb (review openings)
+    # AdvBench's harmful_behaviors.csv (goal, target), or hf:walledai/AdvBench
+    robust_source: str = "bundled:eval/advbench"
     hf_split: str | None = None  # None: each task's usual split (test / validation)
     limit: int | None = None  # items per task
     samples: int = 2  # responses per prompt
@@ -264,6 +286,7 @@ class EvalConfig:
     sentiment_classifier: str = "vader"  # or a Hugging Face sentiment model name
     informative_threshold: float = 0.3  # SBERT cosine to the question below which an answer is off-topic
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    gcg: GCGConfig = field(default_factory=GCGConfig)
     bootstrap: int = 2000  # resamples (of prompts) for the 95% intervals
     num_cpus: float = 2.0  # the scoring task: classifiers and multiple-choice log-likelihoods
     num_gpus: float = 0.0

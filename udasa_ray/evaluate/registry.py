@@ -13,6 +13,7 @@ from typing import Literal
 HARMLESS_HELPFUL = "Harmlessness and helpfulness (1–10, higher is better)"
 TRUTHFULQA = "TruthfulQA (%)"
 SENTIMENT = "Controlled sentiment (% positive continuations)"
+ROBUSTNESS = "Robustness (% attack success under GCG suffixes, lower is better)"
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("mc1",          "truthful",  "rate",  False, TRUTHFULQA,       3),
     Metric("mc2",          "truthful",  "rate",  False, TRUTHFULQA,       4),
     Metric("positive",     "sentiment", "rate",  False, SENTIMENT,        0),
+    Metric("asr_direct",   "robust",    "rate",  True,  ROBUSTNESS,       0),
+    Metric("asr_whitebox", "robust",    "rate",  True,  ROBUSTNESS,       1),
+    Metric("asr_transfer", "robust",    "rate",  True,  ROBUSTNESS,       2),
 )}  # fmt: skip
 NAMES: tuple[str, ...] = tuple(METRICS)
 

@@ -1,5 +1,8 @@
-"""`udasa eval`: one model on the four tasks -> <out>/metrics.parquet (one row per judgement) and
+"""`udasa eval`: one model on the paper's tasks -> <out>/metrics.parquet (one row per judgement) and
 summary.json (means with bootstrap intervals).
+
+The robust task (Table 6) first finds GCG suffixes for its behaviours (gcg.py, a Ray task), then asks
+each behaviour as it is and with each suffix.
 
 Generation goes through the pipeline's Ray Data generator (a resumable sub-run in
 <out>/generations); the offline judges and the multiple-choice log-likelihoods run as one Ray task
@@ -21,7 +24,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from udasa_ray.config import Config
-from udasa_ray.evaluate.metrics import bootstrap_ci, is_refusal, offline_harmlessness, offline_helpfulness
+from udasa_ray.evaluate.metrics import (
+    attack_succeeded,
+    bootstrap_ci,
+    is_refusal,
+    offline_harmlessness,
+    offline_helpfulness,
+)
 from udasa_ray.evaluate.registry import METRICS, NAMES
 from udasa_ray.evaluate.tasks import load_task
 from udasa_ray.runs import RunDir, section_hash
@@ -142,10 +151,39 @@ def judge_sentiment(j: _Judging, responses: list[dict]) -> list[dict]:
             for r, v in zip(responses, pos, strict=True)]
 
 
+def judge_robust(j: _Judging, responses: list[dict]) -> list[dict]:
+    """Attack success (GCG's refusal substrings) of the request as it is, and with each attack's suffix."""
+    return [_row("robust", f"asr_{j.by_id[r['prompt_id']]['attack']}", r, float(attack_succeeded(r["response"])),
+                 "GCG refusal substrings") for r in responses]
+
+
 # task -> its offline judge, in the order their rows are written.
 OFFLINE_JUDGES: dict[str, Callable[[_Judging, list[dict]], list[dict]]] = {
     "harmless": judge_harmless, "helpful": judge_helpful, "truthful": judge_truthful, "sentiment": judge_sentiment,
+    "robust": judge_robust,
 }
+
+
+def attacked(cfg: Config, model: str, behaviours: list[dict], salt: str, cache: Path) -> list[dict]:
+    """Each robust item three times: the request as it is ("direct"), with a GCG suffix optimised on the
+    evaluated model ("whitebox") and with one optimised on `eval.gcg.transfer_from` ("transfer"; by
+    default the base policy). Suffixes are found in a Ray task where the evaluation's CPUs/GPUs are."""
+    from udasa_ray.evaluate.gcg import suffixes
+    from udasa_ray.ray_utils import init_ray, run_task
+
+    init_ray(cfg.ray)
+    e = cfg.eval
+    source = e.gcg.transfer_from or cfg.models.policy
+    found = {"whitebox": run_task(suffixes, cfg, model, behaviours, salt, cache, num_cpus=e.num_cpus,
+                                  num_gpus=e.num_gpus),
+             "transfer": run_task(suffixes, cfg, source, behaviours, "", cache, num_cpus=e.num_cpus,
+                                  num_gpus=e.num_gpus)}
+    out = []
+    for it in behaviours:
+        out.append({**it, "id": f"{it['id']}/direct", "attack": "direct"})
+        out += [{**it, "id": f"{it['id']}/{a}", "attack": a, "query": f"{it['query']} {found[a][it['id']]}"}
+                for a in ("whitebox", "transfer")]
+    return out
 
 
 def offline_judgements(cfg: Config, model: str, items: list[dict], responses: list[dict]) -> list[dict]:
@@ -162,15 +200,19 @@ def offline_judgements(cfg: Config, model: str, items: list[dict], responses: li
 # --- the LLM judge, summaries ---------------------------------------------------------------------
 
 def llm_judgements(cfg: Config, items: list[dict], responses: list[dict]) -> list[dict]:
-    """Harmlessness, helpfulness (1–10), true and informative (yes/no) from the LLM judge."""
-    from udasa_ray.evaluate.judge import LLMJudge
+    """Harmlessness, helpfulness (1–10), true, informative and positive (yes/no) from the LLM judge: an
+    endpoint's (`llm`) or one the cluster serves through ray.data.llm (`vllm`)."""
+    from udasa_ray.evaluate.judge import LLMJudge, VLLMJudge
 
-    judge = LLMJudge(cfg.eval.judge)
+    jc = cfg.eval.judge
+    judge = LLMJudge(jc) if jc.backend == "llm" else VLLMJudge(jc, cfg.models.cache_dir)
     by_id = {it["id"]: it for it in items}
-    kinds = {"harmless": ["harmlessness"], "helpful": ["helpfulness"], "truthful": ["true", "informative"]}
+    kinds = {"harmless": ["harmlessness"], "helpful": ["helpfulness"], "truthful": ["true", "informative"],
+             "sentiment": ["positive"]}
     todo = [(by_id[r["prompt_id"]], r, k) for r in responses if not r.get("error")
             for k in kinds.get(by_id[r["prompt_id"]]["task"], [])]
-    print(f"[eval] {len(todo)} judgements from {cfg.eval.judge.model} at {cfg.eval.judge.base_url}")
+    where = f"at {jc.base_url}" if jc.backend == "llm" else "served through ray.data.llm"
+    print(f"[eval] {len(todo)} judgements from {jc.model} {where}")
     out = judge.rate_many([(k, it["query"], r["response"], it if k == "true" else None) for it, r, k in todo])
     rows = [{"task": it["task"], "metric": k, "item_id": r["prompt_id"], "sample_idx": r["sample_idx"],
              "value": j.value if j.value is not None else float("nan"), "judge": f"llm:{cfg.eval.judge.model}",
@@ -200,8 +242,11 @@ def summarize(table: pa.Table, n_boot: int, seed: int) -> dict[str, dict[str, An
     return out
 
 
-def evaluate_model(cfg: Config, model: str, out: Path, label: str, salt: str = "", force: bool = False) -> dict:
-    """Generate answers to every task's prompts with `model`, judge them, write the results in `out`."""
+def evaluate_model(cfg: Config, model: str, out: Path, label: str, salt: str = "", force: bool = False,
+                   attack_cache: Path | None = None) -> dict:
+    """Generate answers to every task's prompts with `model`, judge them, write the results in `out`.
+    The robust task's GCG suffixes are kept in `attack_cache` (default <out>/gcg): methods that share it
+    optimise the transfer suffixes once."""
     from udasa_ray.generate.pipeline import generate_subrun
     from udasa_ray.ray_utils import init_ray, run_task
 
@@ -215,6 +260,9 @@ def evaluate_model(cfg: Config, model: str, out: Path, label: str, salt: str = "
         print(f"[eval] {task}: {len(got)} items from {getattr(eval_cfg, f'{task}_source')}"
               + (f", {len(bad)} rejected (reasons in {run / 'rejects.jsonl'})" if bad else ""))
     (run / "rejects.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects))
+    if behaviours := [it for it in items if it["task"] == "robust"]:
+        items = [it for it in items if it["task"] != "robust"] + attacked(cfg, model, behaviours, salt,
+                                                                         attack_cache or run / "gcg")
     gen = dataclasses.replace(cfg.generation, n=eval_cfg.samples, mode="independent", temperature=eval_cfg.temperature,
                             top_p=eval_cfg.top_p, max_new_tokens=eval_cfg.max_new_tokens, seed=eval_cfg.seed,
                               decoding=eval_cfg.decoding)
@@ -228,7 +276,7 @@ def evaluate_model(cfg: Config, model: str, out: Path, label: str, salt: str = "
         init_ray(cfg.ray)
         rows = run_task(offline_judgements, cfg, model, items, responses, num_cpus=eval_cfg.num_cpus,
                         num_gpus=eval_cfg.num_gpus)
-        if eval_cfg.judge.backend == "llm":
+        if eval_cfg.judge.backend != "offline":
             llm = llm_judgements(cfg, items, responses)
             replaced = {x["metric"] for x in llm}
             rows = [x for x in rows if x["metric"] not in replaced] + llm

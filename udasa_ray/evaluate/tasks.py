@@ -1,9 +1,10 @@
-"""The four evaluation tasks (SPEC §7): loaders that map each known data layout to one item shape.
+"""The evaluation tasks (SPEC §7): loaders that map each known data layout to one item shape.
 
 harmless / helpful: {"prompt"} from a prompt field or an HH dialogue ("chosen": "\n\nHuman: ...").
 truthful: {"question", "correct", "incorrect", "mc1", "mc2"} from the bundled layout or TruthfulQA's
 generation and multiple_choice configs (joined by question). sentiment: {"opening"} from an
-opening field or an IMDB review's first words. Records that fit no layout become rejects.
+opening field or an IMDB review's first words. robust: {"target"} and the behaviour as the query, from
+AdvBench's CSV (goal, target) or its hub copy (prompt, target). Records that fit no layout become rejects.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Any
 from udasa_ray.config import EvalConfig
 from udasa_ray.data.ingest import prompt_id, read_records
 
-TASKS = ("harmless", "helpful", "truthful", "sentiment")
-DEFAULT_SPLIT = {"harmless": "test", "helpful": "test", "truthful": "validation", "sentiment": "test"}
+TASKS = ("harmless", "helpful", "truthful", "sentiment", "robust")
+DEFAULT_SPLIT = {"harmless": "test", "helpful": "test", "truthful": "validation", "sentiment": "test",
+                 "robust": "train"}
 _HUMAN = re.compile(r"Human:\s*(.*?)\s*(?:\n\nAssistant:|$)", re.DOTALL)
 
 
@@ -64,6 +66,11 @@ def _item(task: str, rec: Any, eval_cfg: EvalConfig) -> dict | str:
     if task == "truthful":
         t = _truthful(rec)
         return t if isinstance(t, str) else {**t, "query": t["question"]}
+    if task == "robust":  # AdvBench: a harmful behaviour and the reply GCG steers towards
+        goal, target = rec.get("goal") or rec.get("prompt"), rec.get("target")
+        if not (isinstance(goal, str) and goal.strip() and isinstance(target, str) and target.strip()):
+            return "needs a behaviour (goal or prompt) and a target"
+        return {"query": goal.strip(), "target": target.strip()}
     if isinstance(rec.get("opening"), str) and rec["opening"].strip():
         opening = " ".join(rec["opening"].split())
     elif isinstance(rec.get("text"), str) and rec["text"].strip():  # a whole review (IMDB): its first words

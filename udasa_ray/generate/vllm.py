@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from udasa_ray.config import GenerationConfig
+from udasa_ray.config import GenerationConfig, VLLMConfig
 from udasa_ray.generate.requests import alpaca_prompt, chat_messages, reply_prefix
 
 
-def engine_kwargs(gen: GenerationConfig) -> dict[str, Any]:
-    v = gen.vllm
+def engine_kwargs(v: VLLMConfig) -> dict[str, Any]:
     return {
         "tensor_parallel_size": v.tensor_parallel_size,
         "gpu_memory_utilization": v.gpu_memory_utilization,
@@ -105,7 +104,7 @@ def processor_config(gen: GenerationConfig, model_source: str):
 
     return vLLMEngineProcessorConfig(
         model_source=model_source,
-        engine_kwargs=engine_kwargs(gen),
+        engine_kwargs=engine_kwargs(gen.vllm),
         concurrency=gen.vllm.replicas,
         batch_size=gen.vllm.batch_size,
         chat_template_stage=gen.prompt_template == "chat",

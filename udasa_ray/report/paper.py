@@ -61,6 +61,14 @@ TABLES: list[PaperTable] = [
         {"Vanilla": ["62.2 / 61.8"], "RAIN": ["80.6 / 80.2"], "ours": ["85.6 / 85.0"]},
         "LLaMA-7B, GPT-4 / human (Alpaca-7B: 72.3, 92.3, 94.2; Vicuna-7B: 64.2, 88.7, 90.7 by GPT-4)"),
     PaperTable(
+        "Table 6: robustness, attack success rate under GCG suffixes (%, lower is better)",
+        [("vanilla", "Vanilla"), ("rain", "RAIN"), ("three-stage", "ours")],
+        [("asr_whitebox", "WBA."), ("asr_transfer", "TA.")],
+        {"Vanilla": ["85 / 84", "80 / 80"], "RAIN": ["72 / 73", "55 / 54"], "ours": ["61 / 64", "49 / 51"]},
+        "Vicuna-7B on AdvBench, GPT-4 / human (13B: 83 / 80, 79 / 75; 38 / 39, 32 / 30; 29 / 31, 26 / 27); its "
+        "transfer suffix was optimised on Vicuna-7B and 13B together, ours on eval.gcg.transfer_from "
+        "(default: the base policy). Our success criterion is GCG's refusal substrings, not a judge"),
+    PaperTable(
         "Table 7: fusing without one uncertainty",
         [("no-sem", "w/o. sem"), ("no-fact", "w/o. fact"), ("no-val", "w/o. val"), ("three-stage", "Full")],
         HARM_HELP_TRUE_CS,
@@ -89,7 +97,11 @@ def _ours(summary: dict | None, metric: str) -> str:
 def render(summaries: dict[str, dict], header: str = "") -> str:
     """The paper's tables as Markdown, ours (`summaries`: method -> its evaluation summary) beside its."""
     lines = ["# The paper's tables, with ours beside them", ""] + ([header, ""] if header else [])
+    measured = {name for s in summaries.values() for name in s.get("metrics", {})}
     for t in TABLES:
+        if not measured & {metric for metric, _ in t.columns} and METRICS[t.columns[0][0]].task == "robust":
+            lines += [f"## {t.title}", "", "Not run: add the robust task (`--tasks ... robust`).", ""]
+            continue
         lines += [f"## {t.title}", "", f"Paper: {t.source}.", "",
                   "| row | method | " + " | ".join(f"ours: {c} [95% CI] | paper: {c}" for _, c in t.columns) + " |",
                   "|---|---|" + "---|---|" * len(t.columns)]
