@@ -125,3 +125,79 @@ def test_reproduce_runs_each_kind_of_method_writes_the_tables_and_resumes(tiny_a
     again = subprocess.run(cmd, cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("already done") >= 7 and "generate:" not in again.stderr  # nothing made again
+
+
+@pytest.mark.timeout(300)
+def test_export_loads_with_datasets_and_trains_a_trl_dpo_step(tiny_align_run, tmp_path, model_cache):
+    """`udasa export` in every format: `datasets.load_dataset` reads the directory as one split per
+    curriculum stage (the card's YAML says where), huggingface_hub parses the card, and TRL's own
+    DPOTrainer takes a split as it is for a training step."""
+    import datasets
+    from huggingface_hub import DatasetCard
+
+    run, _ = tiny_align_run
+    stages = [s for s in json.loads((run / "stages" / "summary.json").read_text())["stages"] if s["pairs"]]
+    for fmt in ("hf", "parquet", "jsonl"):
+        out = tmp_path / fmt
+        r = subprocess.run([sys.executable, "-m", "udasa_ray.cli", "export", "--run-dir", str(run), "--format", fmt,
+                            "--out", str(out)], cwd=ROOT, env=job_env(), capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and f"export: {out}" in r.stdout, r.stderr
+        card = DatasetCard.load(out / "README.md")
+        splits = [f["split"] for f in card.data.configs[0]["data_files"]]
+        assert splits == [f"stage_{s['stage']}_{s['name']}" for s in stages] and "udasa" in card.data.tags
+        ds = datasets.load_dataset(str(out))
+        assert {k: ds[k].num_rows for k in ds} == {f"stage_{s['stage']}_{s['name']}": s["pairs"] for s in stages}
+        first = ds[splits[0]][0]
+        assert {"prompt", "chosen", "rejected", "delta_u", "stage", "u_sem_chosen"} <= set(first)
+        assert first["delta_u"] >= 0 and first["stage"] == stages[0]["stage"]
+    bad = subprocess.run([sys.executable, "-m", "udasa_ray.cli", "export", "--run-dir", str(tmp_path)], cwd=ROOT,
+                         env=job_env(), capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "no manifest.json" in bad.stderr
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from udasa_ray.models import resolve
+
+    path = resolve("bundled:smollm2-135m-instruct", model_cache)
+    train = datasets.load_dataset(str(tmp_path / "hf"))[splits[0]]
+    args = DPOConfig(output_dir=str(tmp_path / "trl"), max_steps=1, per_device_train_batch_size=2, max_length=64,
+                     use_cpu=True, report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True)
+    trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(path), args=args, train_dataset=train,
+                         processing_class=AutoTokenizer.from_pretrained(path))
+    trainer.train()
+    assert trainer.state.global_step == 1 and trainer.state.log_history[0]["loss"] > 0
+
+
+def test_the_aligned_checkpoint_has_a_model_card_and_push_uploads_it(tiny_align_run, monkeypatch):
+    """The job's report writes a card into the aligned checkpoint that huggingface_hub parses (the Hub's
+    YAML front matter) with the run's data, training and held-out check, and the resolved config beside
+    it; `udasa push` needs $HF_TOKEN, then creates the repo and uploads that folder (the Hub calls are
+    recorded here: no network)."""
+    import yaml
+    from huggingface_hub import HfApi, ModelCard
+
+    from udasa_ray.config import from_dict
+    from udasa_ray.errors import StepFailed
+    from udasa_ray.report.card import push
+    from udasa_ray.runs import RunDir
+
+    run, _ = tiny_align_run
+    aligned = json.loads((run / "train" / "summary.json").read_text())["aligned"]
+    card = ModelCard.load(f"{aligned}/README.md")
+    assert {"udasa", "dpo"} <= set(card.data.tags) and card.data.pipeline_tag == "text-generation"
+    assert "| 1. conservative |" in card.text and re.search(r"\| U \| 0\.\d+ \| 0\.\d+ \| [+-]0\.\d+ \[", card.text)
+    assert from_dict(yaml.safe_load(open(f"{aligned}/udasa_config.yaml"))).data.limit == 4  # the run's own config
+
+    calls = []
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create", repo_id, kw)))
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: calls.append(("upload", kw)) or "commit-url")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(StepFailed, match=r"needs a Hugging Face token with write access in \$HF_TOKEN"):
+        push(RunDir(run), "me/tiny-udasa")
+    assert not calls
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    assert push(RunDir(run), "me/tiny-udasa", private=True) == "commit-url"
+    assert calls[0] == ("create", "me/tiny-udasa", {"repo_type": "model", "private": True, "exist_ok": True})
+    upload = calls[1][1]
+    assert upload["folder_path"] == aligned and upload["repo_id"] == "me/tiny-udasa"

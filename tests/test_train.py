@@ -272,3 +272,35 @@ def test_a_stage_published_by_a_killed_job_counts_as_done_only_with_its_hash(tmp
     assert not _finished(run, "train_stage_1", "h2", out, False)  # another config: not this stage
     assert _finished(run, "train_stage_1", "h1", out, False)
     assert run.step("train_stage_1")["status"] == "done" and run.step("train_stage_1")["stats"]["steps"] == 3
+
+
+@pytest.mark.timeout(300)
+def test_stage_loss_types_reach_trl(tmp_path, model_cache):
+    """train.stage_loss_types gives each curriculum stage its own TRL loss. Our list of loss names is TRL's
+    trainer's own; and in a real stage, IPO's loss of a policy against itself (the first evaluation) is
+    (1 / 2β)² = 25 at β 0.1, where DPO's is ln 2: the loss reached TRL, not only the config."""
+    import dataclasses
+    import inspect
+
+    import trl.trainer.dpo_trainer
+
+    from udasa_ray.config.validate import DPO_LOSSES
+    from udasa_ray.models import resolve
+    from udasa_ray.train.dpo import dpo_args, train_stage
+    from udasa_ray.train.phased import planned_stages, stage_job
+
+    assert set(re.findall(r'loss_type == "(\w+)"', inspect.getsource(trl.trainer.dpo_trainer))) == set(DPO_LOSSES)
+    run = pairs_run(tmp_path / "run", [4, 4])
+    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml",
+                      [*FAST, "curriculum.thresholds=[0.5]", "train.stage_loss_types=[[ipo], [robust, sft]]",
+                       "train.loss_weights=[1.0, 0.5]", "train.label_smoothing=0.1"])
+    base = resolve("bundled:smollm2-135m-instruct", model_cache)
+    eval_ids = {pq.read_table(run / "stages" / s["file"]).column("prompt_id")[0].as_py() for s in planned_stages(run)}
+    jobs = [stage_job(cfg, run, s, i, i == 2, base, base, eval_ids) for i, s in enumerate(planned_stages(run), 1)]
+    assert [j.loss_type for j in jobs] == [("ipo",), ("robust", "sft")]
+    args = dpo_args(jobs[1], str(tmp_path / "args"), precompute=True)
+    assert (args.loss_type, args.loss_weights, args.label_smoothing) == (["robust", "sft"], [1.0, 0.5], 0.1)
+    summary = train_stage(dataclasses.replace(jobs[0], steps=1, warmup=0, decay=1, out=""), str(tmp_path / "ipo"))
+    assert summary["loss_type"] == ["ipo"]
+    first = next(json.loads(line) for line in (tmp_path / "ipo" / "metrics.jsonl").open() if "eval_loss" in line)
+    assert first["step"] == 0 and first["eval_loss"] == pytest.approx(25.0, rel=1e-3)

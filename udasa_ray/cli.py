@@ -54,6 +54,16 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--out", default="runs/compare")
     rep = sub.add_parser("report", help="Markdown report with plots -> RUN_DIR/report/")
     rep.add_argument("--run-dir", required=True)
+    exp = sub.add_parser("export", help="the run's pairs for TRL / OpenRLHF / LLaMA-Factory: a split per curriculum "
+                         "stage and a dataset card -> OUT (default RUN_DIR/export-FORMAT)")
+    exp.add_argument("--run-dir", required=True)
+    exp.add_argument("--format", choices=("hf", "parquet", "jsonl"), default="hf")
+    exp.add_argument("--out")
+    hub = sub.add_parser("push", help="the aligned checkpoint and its model card to the Hugging Face Hub "
+                         "(token in $HF_TOKEN)")
+    hub.add_argument("--run-dir", required=True)
+    hub.add_argument("--repo-id", required=True, help="e.g. your-name/smollm2-135m-udasa")
+    hub.add_argument("--private", action="store_true")
     val = sub.add_parser("validate-scorers", help="AUROC of every scorer on a labelled set")
     val.add_argument("--config", action="append", help=CONFIG_HELP)
     val.add_argument("--data", help="labelled JSONL (default: the bundled set)")
@@ -107,6 +117,21 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from udasa_ray.pairs.export import export
+
+    run = RunDir.existing(args.run_dir)
+    print(f"export: {export(run, Path(args.out) if args.out else run / f'export-{args.format}', args.format)}")
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from udasa_ray.report.card import push
+
+    print(f"push: {push(RunDir.existing(args.run_dir), args.repo_id, args.private)}")
+    return 0
+
+
 def _validate_scorers(cfg: Config, args: argparse.Namespace) -> int:
     from udasa_ray.uncertainty.validate import run_validation
 
@@ -124,6 +149,8 @@ COMMANDS: dict[str, tuple[Callable[..., int], bool]] = {
     "validate-scorers": (_validate_scorers, True),
     "compare": (_compare, False),
     "report": (_report, False),
+    "export": (_export, False),
+    "push": (_push, False),
 }
 
 

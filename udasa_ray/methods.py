@@ -9,11 +9,16 @@ are kept in the shared directory too, so the transfer suffixes are optimised onc
 
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
 
 from udasa_ray import steps
-from udasa_ray.config import Config, load_config
+from udasa_ray.config import Config, ConfigError, load_config
+from udasa_ray.data.ingest import IngestError
+from udasa_ray.errors import StepFailed
 from udasa_ray.evaluate.run import evaluate_model, format_summary
+from udasa_ray.models import ModelNotAvailable
 from udasa_ray.report.run import write_report
 from udasa_ray.runs import RunDir
 
@@ -58,3 +63,36 @@ def run_methods(base: Config, cfgs: dict[str, Config], out: Path, shared: RunDir
         print(f"[eval] {method}:\n{format_summary(summary)}")
         summaries[method] = summary
     return summaries
+
+
+def parser(description: str, methods: list[str], out: str) -> argparse.ArgumentParser:
+    """The arguments jobs/compare_methods.py and jobs/reproduce.py share."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--config", action="append", help="YAML recipe and overlays (default configs/tiny-cpu.yaml)")
+    p.add_argument("--methods", nargs="+", default=methods, help=f"any of: {', '.join(KNOWN)}")
+    p.add_argument("--out", default=out)
+    p.add_argument("overrides", nargs="*", help="dotted overrides for every method, e.g. eval.limit=8")
+    return p
+
+
+def job(prog: str, configs: list[str] | None, overrides: list[str], methods: list[str], out: Path
+        ) -> tuple[Config, dict[str, dict]] | int:
+    """A methods job: check the names, load each method's config, hold <out>/shared and run them all.
+    Returns the base config and each method's evaluation summary, or the exit status of a failure
+    (2: bad names or config, 1: a step failed), its reason printed as one line."""
+    if bad := unknown(methods):
+        print(f"{prog}: unknown method(s) {', '.join(bad)}; known: {', '.join(KNOWN)} "
+              "(overrides go before --methods)", file=sys.stderr)
+        return 2
+    try:
+        base, cfgs = load_methods(configs or ["configs/tiny-cpu.yaml"], overrides, methods)
+    except ConfigError as e:
+        print(f"{prog}: config error: {e}", file=sys.stderr)
+        return 2
+    shared = RunDir(out / "shared")
+    try:
+        with shared.hold(f"jobs/{prog}.py"):  # the shared run stands for the whole job
+            return base, run_methods(base, cfgs, out, shared)
+    except (IngestError, ModelNotAvailable, StepFailed) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1

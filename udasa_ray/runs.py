@@ -37,7 +37,8 @@ MODAL = {("generation", "rain"): lambda g: g["decoding"] == "rain",
 # Fields added after runs existed: at their default they leave the hash alone, so finished steps
 # of older runs stay finished.
 ADDED_LATER = {("models", "generator"): None, ("generation", "decoding"): "sample", ("scoring", "stream"): False,
-               ("eval", "decoding"): "sample"}
+               ("eval", "decoding"): "sample", ("train", "loss_type"): ["sigmoid"], ("train", "loss_weights"): None,
+               ("train", "label_smoothing"): 0.0, ("train", "stage_loss_types"): None}
 
 
 def _pop(d: dict, dotted: str) -> Any:

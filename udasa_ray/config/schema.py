@@ -217,6 +217,14 @@ class TrainConfig:
     # LD-DPO (TRL's ld_alpha): weight of the tokens past the shorter response's length in the log-probs;
     # None = plain DPO, < 1 keeps DPO from preferring an answer for being shorter or longer.
     ld_alpha: float | None = None
+    # TRL's DPO losses (DPOConfig.loss_type): sigmoid (DPO), ipo, hinge, robust, ... Several are summed,
+    # weighted by loss_weights (default 1 each): e.g. [sigmoid, sft] with [1.0, 0.2].
+    loss_type: list[str] = field(default_factory=lambda: ["sigmoid"])
+    loss_weights: list[float] | None = None
+    label_smoothing: float = 0.0  # robust: the assumed rate of flipped labels, in [0, 0.5); exo_pair needs > 0
+    # One loss_type list per curriculum stage, first stage first, in place of loss_type (e.g. robust DPO for
+    # the exploratory stage's ambiguous pairs only). loss_weights, if set, weigh every stage's list.
+    stage_loss_types: list[list[str]] | None = None
     # Where ranks share dataset and reference log-prob caches; "" = <run>/train/work.
     # Multi-node runs need it (and the run directory) on shared storage.
     work_dir: str = ""

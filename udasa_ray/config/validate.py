@@ -12,6 +12,20 @@ from udasa_ray.config.loader import ConfigError
 from udasa_ray.config.schema import Config
 from udasa_ray.evaluate.registry import is_objective, objective_choices
 
+# TRL 1.16's DPO loss types (DPOConfig.loss_type; tests/test_train.py checks them against TRL's trainer).
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+
+
+def _losses_ok(t) -> bool:  # noqa: ANN001
+    lists = [t.loss_type, *(t.stage_loss_types or [])]
+    return all(x and set(x) <= set(DPO_LOSSES) and len(set(x)) == len(x) for x in lists)
+
+
+def _weights_ok(t) -> bool:  # noqa: ANN001
+    lists = [t.loss_type, *(t.stage_loss_types or [])]
+    return t.loss_weights is None or (min(t.loss_weights) >= 0 and all(len(x) == len(t.loss_weights) for x in lists))
+
 
 def _increasing(xs: list[float]) -> bool:
     return all(a < b for a, b in zip(xs, xs[1:], strict=False))
@@ -94,6 +108,11 @@ RULES: dict[str, list[Rule]] = {
         ("cpus_per_worker", lambda t: t.cpus_per_worker > 0, "> 0"),
         ("max_failures", lambda t: t.max_failures >= -1, ">= 0, or -1 for no limit"),
         ("ld_alpha", lambda t: t.ld_alpha is None or 0 <= t.ld_alpha <= 1, "in [0, 1] or null"),
+        ("loss_type", _losses_ok, f"one or more distinct of {', '.join(DPO_LOSSES)} (also each of stage_loss_types)"),
+        ("loss_weights", _weights_ok, "null, or one non-negative weight per loss type (of every stage's list)"),
+        ("label_smoothing", lambda t: 0 <= t.label_smoothing < 0.5, "in [0, 0.5)"),
+        ("label_smoothing", lambda t: t.label_smoothing > 0 or not any(
+            "exo_pair" in x for x in [t.loss_type, *(t.stage_loss_types or [])]), "> 0 for the exo_pair loss"),
         # LoRA's fields matter only when it is on.
         ("lora.r", lambda t: not t.lora.enabled or t.lora.r >= 1, ">= 1"),
         ("lora.alpha", lambda t: not t.lora.enabled or t.lora.alpha > 0, "> 0"),
@@ -145,6 +164,10 @@ def validate(cfg: Config) -> None:
             if not holds(obj):
                 value = operator.attrgetter(key)(obj)
                 raise ConfigError(f"{section}.{key}: must be {requirement}, got {value!r}")
+    stages = len(cfg.curriculum.thresholds) + 1
+    if cfg.train.stage_loss_types is not None and len(cfg.train.stage_loss_types) != stages:
+        raise ConfigError(f"train.stage_loss_types: must have one list per curriculum stage ({stages}), got "
+                          f"{len(cfg.train.stage_loss_types)}")
     if cfg.eval.decoding == "rain" and cfg.generation.backend != "hf":
         raise ConfigError(f"eval.decoding: rain runs on the hf generation backend, got generation.backend="
                           f"{cfg.generation.backend!r}")

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 
 from udasa_ray.evaluate.heldout import interval
 from udasa_ray.parts import read_parts
+from udasa_ray.report.card import write_card
 from udasa_ray.report.plots import pyplot, save
 from udasa_ray.runs import RunDir
 from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA
@@ -196,6 +197,7 @@ def write_report(run: RunDir, examples_per_stage: int = 2) -> str:
             lines.append("")
     if (run / "train" / "summary.json").exists():
         lines += _training(run, out)
+        lines += ["", f"Model card: {write_card(run) / 'README.md'} (`udasa push` uploads it with the checkpoint)."]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return str(path)

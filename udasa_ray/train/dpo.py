@@ -72,6 +72,9 @@ def dpo_args(job: StageJob, output_dir: str, precompute: bool) -> DPOConfig:
         save_strategy="no",
         report_to=job.report_to,
         ld_alpha=job.ld_alpha,
+        loss_type=list(job.loss_type),
+        loss_weights=list(job.loss_weights) if job.loss_weights else None,
+        label_smoothing=job.label_smoothing,
         disable_tqdm=True,
         seed=job.seed,
         data_seed=job.seed,
@@ -244,7 +247,8 @@ def train_stage(job: StageJob, output_dir: str, shared: dict[str, Any] | None = 
                "best_eval_reward_accuracy": log.best_accuracy,
                "train_pairs": len(train), "stage_pairs": job.stage_pairs or len(train),
                "eval_pairs": len(evaluation or []),
-               "beta": job.beta, "peak_lr": job.peak_lr, "seconds": round(seconds, 1), "world_size": args.world_size,
+               "beta": job.beta, "loss_type": list(job.loss_type),
+               "peak_lr": job.peak_lr, "seconds": round(seconds, 1), "world_size": args.world_size,
                "bf16": args.bf16, "zero_stage": zero, "lora_r": job.lora["r"] if job.lora else None,
                "trainable_params": sum(getattr(p, "ds_numel", p.numel())  # ZeRO-3: a rank holds only a shard
                                        for p in trainer.model.parameters() if p.requires_grad)}

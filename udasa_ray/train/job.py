@@ -39,6 +39,9 @@ class StageJob:
     report_to: str = "none"
     deepspeed: dict[str, Any] | None = None  # a DeepSpeed config, or None for DDP
     ld_alpha: float | None = None
+    loss_type: tuple[str, ...] = ("sigmoid",)  # TRL's DPO loss types, summed with loss_weights
+    loss_weights: tuple[float, ...] | None = None
+    label_smoothing: float = 0.0
     lora: dict[str, Any] | None = None  # config.LoRAConfig as a dict, or None for full fine-tuning
     out: str = ""  # where rank 0 publishes the finished stage (<run>/train/stage_<k>), "" to leave it in place
     config_hash: str = ""  # the stage's hash in the run manifest, written into its stage.json

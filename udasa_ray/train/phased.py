@@ -89,6 +89,10 @@ def stage_job(cfg: Config, run: RunDir, stage: dict, index: int, last: bool, sta
         gradient_checkpointing=train_cfg.gradient_checkpointing,
         threads=max(1, round(train_cfg.cpus_per_worker)), report_to="tensorboard",
         deepspeed=_deepspeed(cfg), ld_alpha=train_cfg.ld_alpha,
+        loss_type=tuple(train_cfg.stage_loss_types[stage["stage"] - 1] if train_cfg.stage_loss_types
+                        else train_cfg.loss_type),
+        loss_weights=tuple(train_cfg.loss_weights) if train_cfg.loss_weights else None,
+        label_smoothing=train_cfg.label_smoothing,
         lora=dataclasses.asdict(train_cfg.lora) if train_cfg.lora.enabled else None,
         out=str(run / "train" / f"stage_{stage['stage']}"), config_hash=config_hash,
     )
