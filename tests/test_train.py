@@ -293,13 +293,18 @@ def test_stage_loss_types_reach_trl(tmp_path, model_cache):
     run = pairs_run(tmp_path / "run", [4, 4])
     cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml",
                       [*FAST, "curriculum.thresholds=[0.5]", "train.stage_loss_types=[[ipo], [robust, sft]]",
-                       "train.loss_weights=[1.0, 0.5]", "train.label_smoothing=0.1"])
+                       "train.label_smoothing=0.1"])
     base = resolve("bundled:smollm2-135m-instruct", model_cache)
     eval_ids = {pq.read_table(run / "stages" / s["file"]).column("prompt_id")[0].as_py() for s in planned_stages(run)}
     jobs = [stage_job(cfg, run, s, i, i == 2, base, base, eval_ids) for i, s in enumerate(planned_stages(run), 1)]
     assert [j.loss_type for j in jobs] == [("ipo",), ("robust", "sft")]
     args = dpo_args(jobs[1], str(tmp_path / "args"), precompute=True)
-    assert (args.loss_type, args.loss_weights, args.label_smoothing) == (["robust", "sft"], [1.0, 0.5], 0.1)
+    assert (args.loss_type, args.loss_weights, args.label_smoothing) == (["robust", "sft"], None, 0.1)
+    rpo = load_config(ROOT / "configs" / "tiny-cpu.yaml", [*FAST, "train.loss_type=[sigmoid, sft]",
+                                                           "train.loss_weights=[1.0, 0.2]"])
+    job = stage_job(rpo, run, planned_stages(run)[0], 1, False, base, base, eval_ids)
+    args = dpo_args(job, str(tmp_path / "args"), precompute=True)
+    assert (args.loss_type, args.loss_weights) == (["sigmoid", "sft"], [1.0, 0.2])
     summary = train_stage(dataclasses.replace(jobs[0], steps=1, warmup=0, decay=1, out=""), str(tmp_path / "ipo"))
     assert summary["loss_type"] == ["ipo"]
     first = next(json.loads(line) for line in (tmp_path / "ipo" / "metrics.jsonl").open() if "eval_loss" in line)

@@ -17,14 +17,18 @@ DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_
               "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
 
 
+def _loss_lists(t) -> list[list[str]]:  # noqa: ANN001
+    """The loss-type lists training uses: one per stage if given, else loss_type for all."""
+    return t.stage_loss_types if t.stage_loss_types is not None else [t.loss_type]
+
+
 def _losses_ok(t) -> bool:  # noqa: ANN001
-    lists = [t.loss_type, *(t.stage_loss_types or [])]
-    return all(x and set(x) <= set(DPO_LOSSES) and len(set(x)) == len(x) for x in lists)
+    return all(x and set(x) <= set(DPO_LOSSES) and len(set(x)) == len(x) for x in [t.loss_type, *_loss_lists(t)])
 
 
 def _weights_ok(t) -> bool:  # noqa: ANN001
-    lists = [t.loss_type, *(t.stage_loss_types or [])]
-    return t.loss_weights is None or (min(t.loss_weights) >= 0 and all(len(x) == len(t.loss_weights) for x in lists))
+    return t.loss_weights is None or (min(t.loss_weights) >= 0
+                                      and all(len(x) == len(t.loss_weights) for x in _loss_lists(t)))
 
 
 def _increasing(xs: list[float]) -> bool:
@@ -111,8 +115,8 @@ RULES: dict[str, list[Rule]] = {
         ("loss_type", _losses_ok, f"one or more distinct of {', '.join(DPO_LOSSES)} (also each of stage_loss_types)"),
         ("loss_weights", _weights_ok, "null, or one non-negative weight per loss type (of every stage's list)"),
         ("label_smoothing", lambda t: 0 <= t.label_smoothing < 0.5, "in [0, 0.5)"),
-        ("label_smoothing", lambda t: t.label_smoothing > 0 or not any(
-            "exo_pair" in x for x in [t.loss_type, *(t.stage_loss_types or [])]), "> 0 for the exo_pair loss"),
+        ("label_smoothing", lambda t: t.label_smoothing > 0 or not any("exo_pair" in x for x in _loss_lists(t)),
+         "> 0 for the exo_pair loss"),
         # LoRA's fields matter only when it is on.
         ("lora.r", lambda t: not t.lora.enabled or t.lora.r >= 1, ">= 1"),
         ("lora.alpha", lambda t: not t.lora.enabled or t.lora.alpha > 0, "> 0"),
