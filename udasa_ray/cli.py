@@ -41,8 +41,8 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--run-dir", required=True, help="directory holding the run's artifacts")
         s.add_argument("--force", action="store_true", help="redo the step even if it finished")
         s.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. generation.n=5")
-    ev = sub.add_parser("eval", help="one model on the four tasks (harmless, helpful, truthful, sentiment) -> "
-                        "<out>/summary.json, metrics.parquet")
+    ev = sub.add_parser("eval", help="one model on the paper's tasks (harmless, helpful, truthful, sentiment; "
+                        "robust when in eval.tasks) -> <out>/summary.json, metrics.parquet")
     ev.add_argument("--config", action="append", help=CONFIG_HELP)
     ev.add_argument("--model", required=True, help="a run directory (its aligned policy), a model path or name")
     ev.add_argument("--out", help="default: <run>/eval, or runs/eval/<model name>")

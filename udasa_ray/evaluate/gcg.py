@@ -25,7 +25,8 @@ from udasa_ray.models import load_policy
 _SLOT = "{SUFFIX_SLOT}"
 
 
-def _allowed(tok, vocab: int) -> torch.Tensor:
+def allowed_tokens(tok, vocab: int) -> torch.Tensor:
+    """The tokens GCG may put in a suffix: ASCII, printable, not blank, not special (a mask over the vocabulary)."""
     ok = torch.zeros(vocab, dtype=torch.bool)
     special = set(tok.all_special_ids)
     for i in range(min(vocab, len(tok))):
@@ -50,8 +51,9 @@ def _losses(model, before: torch.Tensor, suffixes: torch.Tensor, after: torch.Te
 
 
 def gcg(model, tok, behavior: str, target: str, g: GCGConfig, prompt_template: str = "chat",
-        system_prompt: str | None = None) -> tuple[str, float]:
-    """A suffix for `behavior` (sent as f"{behavior} {suffix}") and the target's loss after it."""
+        system_prompt: str | None = None, allowed: torch.Tensor | None = None) -> tuple[str, float]:
+    """A suffix for `behavior` (sent as f"{behavior} {suffix}") and the target's loss after it. `allowed`:
+    allowed_tokens(tok, vocab), computed once by a caller that attacks several behaviours."""
     text, specials = frame_prompt(tok, f"{behavior} {_SLOT}", prompt_template, system_prompt)
     head, tail = text.split(_SLOT)
     dev = model.device
@@ -59,7 +61,7 @@ def gcg(model, tok, behavior: str, target: str, g: GCGConfig, prompt_template: s
     before, after, tgt = ids(head, specials), ids(tail), ids(target)
     table = model.get_input_embeddings()
     vocab = table.weight.shape[0]
-    allowed = _allowed(tok, vocab).to(dev)
+    allowed = (allowed_tokens(tok, vocab) if allowed is None else allowed).to(dev)
     suffix = ids(" ".join(["!"] * g.suffix_tokens))[:, : g.suffix_tokens]
     rng = torch.Generator().manual_seed(g.seed)
     with torch.no_grad():
@@ -110,10 +112,11 @@ def suffixes(cfg: Config, model: str, items: list[dict], salt: str, cache: Path)
         torch.set_num_threads(max(1, int(cfg.eval.num_cpus)))
         policy, tok = load_policy(model, cfg.models.cache_dir, cfg.generation.dtype)
         policy.requires_grad_(False)
+        allowed = allowed_tokens(tok, policy.get_input_embeddings().weight.shape[0])
         with path.open("a") as f:
             for it in todo:
                 suffix, loss = gcg(policy, tok, it["query"], it["target"], cfg.eval.gcg,
-                                   cfg.generation.prompt_template, cfg.generation.system_prompt)
+                                   cfg.generation.prompt_template, cfg.generation.system_prompt, allowed)
                 print(f"[gcg] {it['id']}: target loss {loss:.3f} with {suffix!r}")
                 f.write(json.dumps({"id": it["id"], "suffix": suffix, "loss": loss, "model": model}) + "\n")
                 f.flush()
