@@ -198,6 +198,8 @@ def test_gcg_lowers_the_target_loss_and_its_suffixes_resume(model_cache, tmp_pat
     assert calls[2:] == [items[1]["query"], items[2]["query"]] and again["robust/0"] == "s1"
     other = gcg.suffixes(cfg, "bundled:smollm2-135m-instruct", items[:1], "another-policy", tmp_path)
     assert other == {"robust/0": "s5"}  # another model (or training) is attacked afresh
+    moved = _cfg(model_cache, "eval.gcg.steps=1", "eval.gcg.transfer_from=elsewhere")  # not a suffix's input
+    assert gcg.suffixes(moved, "bundled:smollm2-135m-instruct", items, "", tmp_path) == again and len(calls) == 5
 
 
 def test_truthfulqa_hub_configs_join_and_lose_no_record(monkeypatch):

@@ -150,6 +150,21 @@ def test_export_loads_with_datasets_and_trains_a_trl_dpo_step(tiny_align_run, tm
         first = ds[splits[0]][0]
         assert {"prompt", "chosen", "rejected", "delta_u", "stage", "u_sem_chosen"} <= set(first)
         assert first["delta_u"] >= 0 and first["stage"] == stages[0]["stage"]
+    # RLAIF/RLCD pairs carry no per-answer uncertainties: the export keeps the columns they have.
+    import shutil
+
+    import pyarrow.parquet as pq_
+
+    rlcd = tmp_path / "rlcd-run"
+    shutil.copytree(run, rlcd, ignore=shutil.ignore_patterns("train", "heldout", "responses", "scores"))
+    for f in (rlcd / "stages").glob("*.parquet"):
+        t = pq_.read_table(f)
+        pq_.write_table(t.select([c for c in t.column_names if not c.lower().startswith("u")]), f)
+    from udasa_ray.pairs.export import export
+    from udasa_ray.runs import RunDir
+
+    plain = datasets.load_dataset(str(export(RunDir(rlcd), tmp_path / "rlcd-jsonl", "jsonl")))[splits[0]]
+    assert set(plain.column_names) == {"prompt", "chosen", "rejected", "delta_u", "stage", "stage_name", "prompt_id"}
     bad = subprocess.run([sys.executable, "-m", "udasa_ray.cli", "export", "--run-dir", str(tmp_path)], cwd=ROOT,
                          env=job_env(), capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "no manifest.json" in bad.stderr

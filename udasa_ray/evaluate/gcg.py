@@ -95,18 +95,21 @@ def suffixes(cfg: Config, model: str, items: list[dict], salt: str, cache: Path)
     """A GCG suffix for each robust item (id -> suffix) against `model`, kept in `cache` (JSONL per model
     and attack budget, a line per behaviour as it is found): an interrupted evaluation resumes, and the
     transfer suffixes are optimised once for all the methods that share `cache`."""
-    key = json.dumps([model, salt, vars(cfg.eval.gcg), cfg.generation.prompt_template, cfg.generation.system_prompt],
+    budget = {k: v for k, v in vars(cfg.eval.gcg).items() if k != "transfer_from"}  # not what a suffix depends on
+    key = json.dumps([model, salt, budget, cfg.generation.prompt_template, cfg.generation.system_prompt],
                      sort_keys=True)
     path = Path(cache) / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    found = {}
+    found, kept = {}, []
     if path.exists():
         for line in path.read_text().splitlines():
             try:
                 rec = json.loads(line)
                 found[rec["id"]] = rec["suffix"]
+                kept.append(line)
             except (json.JSONDecodeError, KeyError):
                 continue  # a line cut by a kill: that behaviour is attacked again
+        path.write_text("".join(line + "\n" for line in kept))  # new lines are not appended to a cut one
     todo = [it for it in items if it["id"] not in found]
     if todo:
         torch.set_num_threads(max(1, int(cfg.eval.num_cpus)))

@@ -1,8 +1,8 @@
 """`udasa export`: a run's preference pairs for other trainers (TRL, OpenRLHF, LLaMA-Factory).
 
 One split per curriculum stage (`stage_1_conservative`, ...), each row in the preference layout they
-read (`prompt`, `chosen`, `rejected`) with what UDASA knows of the pair: Δu, the stage and every
-uncertainty of both answers. Formats: `hf` (the Hugging Face Hub's dataset layout, data/<split>.parquet,
+read (`prompt`, `chosen`, `rejected`) with what UDASA knows of the pair: Δu, the stage and (UDASA
+pairs) every uncertainty of both answers. Formats: `hf` (the Hugging Face Hub's dataset layout, data/<split>.parquet,
 ready to push), `parquet` or `jsonl` (<split>.<ext>). Each comes with a dataset card (README.md) whose
 YAML front matter lists the splits, so `datasets.load_dataset(<out>)` loads any of them.
 """
@@ -48,7 +48,8 @@ curriculum stages ({summary['method']} pairs, thresholds {summary['thresholds']}
 
 - Source prompts: `{cfg['data']['source']}`; policy (and generator): `{m['generator'] or m['policy']}`.
 - Scorers: semantic `{sc['semantic']['model']}`; factual {named(sc['factual'])} ({sc['factual']['mode']});
-  value {named(sc['value'])}; uncertainties fused over {summary['dimensions']}.
+  value {named(sc['value'])}; uncertainties fused over {summary.get('dimensions', ['sem', 'fact', 'val'])}
+  (UDASA pairs; RLAIF and RLCD pairs carry no per-answer uncertainties, and their Δu is the label's).
 - Columns: `prompt`, `chosen`, `rejected` (plain text, the prompt without chat template), `delta_u`,
   `stage`, `stage_name`, `U_*` and `u_{{sem,fact,val}}_*` of both answers, `prompt_id`.
 
@@ -81,7 +82,8 @@ def export(run: RunDir, out: Path, fmt: str) -> Path:
         if not s["pairs"]:
             continue
         split = f"stage_{s['stage']}_{s['name']}"
-        table = pq.read_table(run / "stages" / s["file"]).select(COLUMNS)
+        table = pq.read_table(run / "stages" / s["file"])
+        table = table.select([c for c in COLUMNS if c in table.column_names])  # RLAIF/RLCD: no u columns
         path = f"data/{split}.parquet" if fmt == "hf" else f"{split}.{fmt}"
         (out / path).parent.mkdir(parents=True, exist_ok=True)
         if fmt == "jsonl":
