@@ -3,7 +3,7 @@
 Runs on a randomly initialised small LLaMA (no weights to download; only a tokenizer is read):
 1. placement: `models.load_policy` puts the model where `models.device()` says, and
    `pick_dtype("auto")` agrees with it;
-2. hf generation (`generate/hf.py:HFGenerator`, the seeded sampler) on that device, and the same
+2. hf generation (`generate/hf.py:HFGenerator`, the seeded sampler) on that device twice, and the same
    requests with the model moved to the CPU: how many responses match token for token;
 3. multiple-choice log-likelihoods (`evaluate/loglik.py`) on the device against the CPU;
 4. one DPO stage (`train/dpo.py:train_stage`, the function each Ray Train worker runs) under
@@ -14,9 +14,11 @@ It also runs on a CPU (then it checks the CPU path). Prints one JSON object.
 
     python bench/gpu_check.py [--tokenizer DIR] [--out gpu_check.json]
 
-On the lent GPU machine (`run` in ../.library/device): copy `site-packages/trl` and
-`site-packages/deepspeed` plus a tokenizer folder into the working tree, then
-`PYTHONPATH=wheels python bench/gpu_check.py --tokenizer tok`.
+On the lent GPU machine (`run` in ../.library/device; Python 3.12 there, transformers 5.17): carry
+wheels of transformers 5.23, TRL, datasets, dill, multiprocess, pydantic (with `pydantic-core` for
+cp312), annotated-types, typing-inspection and hjson, DeepSpeed's folder with its dist-info, and a
+tokenizer folder (the bundled SmolLM2's, without the weights); `pip install --target` the wheels and
+`PYTHONPATH=<target>:<deepspeed's parent> python bench/gpu_check.py --tokenizer <folder>`.
 """
 
 from __future__ import annotations
@@ -73,11 +75,15 @@ def check_generation(model_dir: str) -> dict:
     t0 = time.perf_counter()
     here = g(batch)
     seconds = time.perf_counter() - t0
+    again = g(batch)
     g.model.to("cpu")
     on_cpu = g(batch)
-    same = sum(a == b for a, b in zip(here["response"], on_cpu["response"], strict=True))
-    return {"device": device(), "responses": 8,
-            "same_as_cpu": int(same), "seconds": round(seconds, 2), "tokens": int(here["n_tokens"].sum())}
+
+    def same(a, b):
+        return int(sum(x == y for x, y in zip(a["response"], b["response"], strict=True)))
+
+    return {"device": device(), "responses": 8, "same_on_rerun": same(here, again),
+            "same_as_cpu": same(here, on_cpu), "seconds": round(seconds, 2), "tokens": int(here["n_tokens"].sum())}
 
 
 def check_multiple_choice(model_dir: str) -> dict:
@@ -85,11 +91,12 @@ def check_multiple_choice(model_dir: str) -> dict:
     from udasa_ray.evaluate.loglik import choice_logliks
 
     model, tok = load_policy(model_dir, "", "float32")
+    model_device = str(model.device)
     context, choices = "Q: What is the capital of France?\nA:", ["Paris.", "Lyon.", "Berlin, in Germany."]
     here = choice_logliks(model, tok, context, choices)
     on_cpu = choice_logliks(model.to("cpu"), tok, context, choices)
     load_config()  # the config package imports without Ray
-    return {"device": device(), "logliks": [round(x, 4) for x in here],
+    return {"device": device(), "model_device": model_device, "logliks": [round(x, 4) for x in here],
             "max_abs_diff_vs_cpu": float(np.max(np.abs(np.array(here) - np.array(on_cpu))))}
 
 
