@@ -20,6 +20,7 @@ from udasa_ray.errors import StepFailed
 from udasa_ray.models import ModelNotAvailable
 from udasa_ray.report.run import write_report
 from udasa_ray.runs import RunDir
+from udasa_ray.tracking import tracked
 
 
 def main() -> int:
@@ -37,7 +38,7 @@ def main() -> int:
         return 2
     run = RunDir(args.run_dir or Path("runs") / "-".join(Path(c).stem for c in args.config))
     try:
-        with run.hold("jobs/align.py"):
+        with run.hold("jobs/align.py"), tracked(cfg, run.path, "align"):
             steps.ingest_step(cfg, run)
             if cfg.pairs.method == "udasa":
                 steps.generate_score_step(cfg, run)  # one streamed pipeline with scoring.stream
@@ -57,6 +58,7 @@ def main() -> int:
         "checkpoints per stage (HF format)": "train/stage_<k>/", "training metrics": "train/stage_<k>/metrics.jsonl, "
         "train/stage_<k>/tensorboard/", "held-out check": "heldout/summary.json", "report": "report/report.md",
         "what ran with which config": "manifest.json",
+        **({f"{cfg.tracking.backend} run": "tracking.json"} if cfg.tracking.backend != "none" else {}),
     }
     print(f"align: done in {root}\n  aligned policy: {trained['aligned']}")
     print("\n".join(f"  {k}: {v}" for k, v in where.items()) + f"\n  report: {report}")

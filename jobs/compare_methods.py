@@ -12,6 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # importable from a plain checkout
 
+from udasa_ray.config import Config
 from udasa_ray.evaluate.compare import compare
 from udasa_ray.methods import job, parser
 
@@ -19,12 +20,12 @@ from udasa_ray.methods import job, parser
 def main() -> int:
     args = parser(__doc__.splitlines()[0], ["vanilla", "one-shot", "three-stage", "rlaif", "rlcd"],
                   "runs/methods").parse_args()
-    done = job("compare_methods", args.config, args.overrides, args.methods, Path(args.out))
-    if isinstance(done, int):
-        return done
-    table = compare([str(Path(args.out) / m) for m in args.methods], Path(args.out) / "compare")
-    print(f"\ncompare_methods: {table}\n" + table.read_text())
-    return 0
+
+    def finish(base: Config, summaries: dict[str, dict]) -> None:
+        table = compare([str(Path(args.out) / m) for m in args.methods], Path(args.out) / "compare")
+        print(f"\ncompare_methods: {table}\n" + table.read_text())
+
+    return job("compare_methods", args.config, args.overrides, args.methods, Path(args.out), finish)
 
 
 if __name__ == "__main__":

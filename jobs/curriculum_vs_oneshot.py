@@ -28,6 +28,7 @@ from udasa_ray.evaluate.compare import compare as compare_evals
 from udasa_ray.evaluate.heldout import compare, format_check, read_per_prompt
 from udasa_ray.evaluate.run import evaluate_model
 from udasa_ray.runs import RunDir
+from udasa_ray.tracking import tracked
 
 ONE_SHOT = Path(__file__).resolve().parent.parent / "configs" / "methods" / "one-shot.yaml"
 
@@ -59,7 +60,7 @@ def main() -> int:
                                                       f"train.epochs_per_stage={float(budget)}", peak])
     one = RunDir(Path(args.out or f"{curriculum.path}-oneshot"))
     try:
-        with one.hold("jobs/curriculum_vs_oneshot.py"):
+        with one.hold("jobs/curriculum_vs_oneshot.py"), tracked(one_cfg, one.path, "curriculum_vs_oneshot"):
             one.adopt(curriculum, steps.SHARED_STEPS)
             if not (one / "heldout" / "base").exists():  # the base side of the held-out check: a run of its own
                 shutil.copytree(curriculum / "heldout" / "base", one / "heldout" / "base")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # importable from a plain checkout
 
+from udasa_ray.config import Config
 from udasa_ray.evaluate.compare import compare
 from udasa_ray.evaluate.tasks import TASKS
 from udasa_ray.methods import job, parser
@@ -27,11 +28,11 @@ def main() -> int:
     args = p.parse_args()
     overrides = args.overrides + ([f"eval.tasks={json.dumps(args.tasks)}"] if args.tasks else [])
     methods = sorted(args.methods, key=lambda m: m != "vanilla")  # vanilla first: compare's reference
-    done = job("reproduce", args.config, overrides, methods, Path(args.out))
-    if isinstance(done, int):
-        return done
-    base, summaries = done
-    out = Path(args.out)
+    return job("reproduce", args.config, overrides, methods, Path(args.out), lambda b, s: tables(b, s, Path(args.out)))
+
+
+def tables(base: Config, summaries: dict[str, dict], out: Path) -> None:
+    """<out>/tables.md (the paper's tables, ours beside them) and <out>/compare/."""
     judge = base.eval.judge
     items = {m: s["items"] for m, s in summaries.items()}
     header = (f"Policy `{base.models.policy}`; judge: "
@@ -42,11 +43,10 @@ def main() -> int:
     if base.models.policy.startswith("bundled:"):
         header += ("\n\n**A plumbing check, not a reproduction**: a 135M-parameter model on the bundled prompt sets "
                    "with offline judges. It shows that every method and table runs, not what the paper's models do.")
-    tables = out / "tables.md"
-    tables.write_text(paper.render(summaries, header))
+    path = out / "tables.md"
+    path.write_text(paper.render(summaries, header))
     table = compare([str(out / m) for m in summaries], out / "compare")
-    print(f"\nreproduce: {tables}\n" + tables.read_text() + f"\nreproduce: paired differences in {table}")
-    return 0
+    print(f"\nreproduce: {path}\n" + path.read_text() + f"\nreproduce: paired differences in {table}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from udasa_ray.data.ingest import IngestError
 from udasa_ray.errors import StepFailed
 from udasa_ray.models import ModelNotAvailable
 from udasa_ray.runs import RunDir
+from udasa_ray.tracking import tracked
 from udasa_ray.tune.sweep import sweep
 
 
@@ -35,10 +36,10 @@ def main() -> int:
         return 2
     run = RunDir(args.run_dir or Path("runs") / Path(args.config[0]).stem)
     try:
-        with run.hold("jobs/tune_thresholds.py"):
+        with run.hold("jobs/tune_thresholds.py"), tracked(cfg, run.path, "tune_thresholds") as tracker:
             steps.ingest_step(cfg, run)
             steps.generate_score_step(cfg, run)
-            result = sweep(cfg, run, args.fresh)
+            result = sweep(cfg, run, args.fresh, tracker)
     except (IngestError, ModelNotAvailable, StepFailed, ConfigError) as e:
         print(f"tune_thresholds: error: {e}", file=sys.stderr)
         return 1

@@ -122,3 +122,20 @@ def test_pure_modules_import_neither_ray_nor_torch():
     code = ("import sys, udasa_ray.uncertainty.fusion, udasa_ray.uncertainty.semantic, udasa_ray.pairs.build, "
             "udasa_ray.curriculum.split; print(sorted({'ray', 'torch'} & set(sys.modules)))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+def test_tracking_metrics_from_a_run_directory(tmp_path):
+    """Finished steps' numeric stats (nested keys dotted, names both backends accept) and the held-out and
+    evaluation summaries; not unfinished steps, flags, text, lists or NaN."""
+    import json
+
+    from udasa_ray.tracking import artifact_metrics
+
+    steps = {"generate": {"status": "done", "stats": {"responses": 8, "tokens_per_s": 12.5, "resumed": True}},
+             "score": {"status": "done", "stats": {"mean": {"U": 0.25, "u_sem": float("nan")}, "source": "x"}},
+             "train_stage_1": {"status": "running", "stats": {"steps": 3}}}
+    (tmp_path / "manifest.json").write_text(json.dumps({"steps": steps}))
+    (tmp_path / "heldout").mkdir()
+    (tmp_path / "heldout" / "summary.json").write_text(json.dumps({"prompts": 2, "U (Δ)": -0.1, "ci": [0, 1]}))
+    assert artifact_metrics(tmp_path) == {"generate/responses": 8.0, "generate/tokens_per_s": 12.5,
+                                          "score/mean.U": 0.25, "heldout/prompts": 2.0, "heldout/U ___": -0.1}

@@ -86,7 +86,9 @@ def test_reproduce_runs_each_kind_of_method_writes_the_tables_and_resumes(tiny_a
     """jobs/reproduce.py on the tiny run's responses and scores: vanilla (evaluated as it is), RAIN (the
     same policy, decoded by RAIN's search) and one-shot UDASA (trained), with the robust task. Every
     table is written with the paper's figures; rows of methods not run are "—". GCG's transfer suffixes
-    are found once for all methods, white-box ones per policy. A rerun finds every step done."""
+    are found once for all methods, white-box ones per policy. Tracked in MLflow: the job's run (with the
+    tables), a child run per method (with its evaluation) and one under one-shot's for its stage. A rerun finds
+    every step done and logs to the same runs."""
     import shutil
 
     run, _ = tiny_align_run
@@ -96,6 +98,7 @@ def test_reproduce_runs_each_kind_of_method_writes_the_tables_and_resumes(tiny_a
            "--out", str(out), *TINY_ALIGN, f"models.cache_dir={model_cache}", "eval.limit=1", "eval.samples=1",
            "eval.max_new_tokens=8", "eval.bootstrap=100", "generation.rain.segment_tokens=4",
            "generation.rain.max_searches=2", "eval.gcg.steps=1", "eval.gcg.search_width=4", "eval.gcg.suffix_tokens=4",
+           "tracking.backend=mlflow",
            "--tasks", "harmless", "truthful", "robust", "--methods", "one-shot", "rain", "vanilla"]  # overrides first
     r = subprocess.run(cmd, cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=800)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -122,9 +125,24 @@ def test_reproduce_runs_each_kind_of_method_writes_the_tables_and_resumes(tiny_a
     assert [x["response"] for x in vanilla] != [x["response"] for x in rain]  # same seeds, RAIN's search
     assert json.loads((out / "one-shot" / "train" / "summary.json").read_text())["stages"]
     assert (out / "compare" / "compare.md").exists()
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+    exp = client.get_experiment_by_name("udasa-ray").experiment_id
+    runs = {x.info.run_name: x for x in client.search_runs([exp])}
+    assert set(runs) == {"reproduce", "vanilla", "rain", "one-shot", "stage_1 all"}
+    parent = {name: x.data.tags.get("mlflow.parentRunId") for name, x in runs.items()}
+    assert parent["reproduce"] is None and parent["stage_1 all"] == runs["one-shot"].info.run_id
+    assert {parent[m] for m in ("vanilla", "rain", "one-shot")} == {runs["reproduce"].info.run_id}
+    rain = json.loads((out / "rain" / "eval" / "summary.json").read_text())["metrics"]
+    assert runs["rain"].data.metrics["eval/metrics.harmlessness.mean"] == pytest.approx(rain["harmlessness"]["mean"])
+    assert {"tables.md", "compare"} <= {a.path for a in client.list_artifacts(runs["reproduce"].info.run_id)}
+
     again = subprocess.run(cmd, cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("already done") >= 7 and "generate:" not in again.stderr  # nothing made again
+    assert {x.info.run_id for x in client.search_runs([exp])} == {x.info.run_id for x in runs.values()}
 
 
 @pytest.mark.timeout(300)
@@ -216,3 +234,48 @@ def test_the_aligned_checkpoint_has_a_model_card_and_push_uploads_it(tiny_align_
     assert calls[0] == ("create", "me/tiny-udasa", {"repo_type": "model", "private": True, "exist_ok": True})
     upload = calls[1][1]
     assert upload["folder_path"] == aligned and upload["repo_id"] == "me/tiny-udasa"
+
+
+def test_align_job_is_one_mlflow_run_that_a_rerun_resumes(tiny_align_run, tmp_path, model_cache):
+    """tracking.backend=mlflow on a finished run (a copy): one MLflow run in the run's own SQLite store, read back
+    with MLflow's client, holding the resolved config as params, each step's stats and the held-out check as
+    metrics and the report as artifacts. The same job again goes on in that run; another config starts a new one."""
+    import shutil
+
+    from mlflow import MlflowClient
+
+    from udasa_ray.config import load_config
+    from udasa_ray.tracking import flatten
+
+    src, _ = tiny_align_run
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    overrides = [*TINY_ALIGN, f"models.cache_dir={model_cache}", "tracking.backend=mlflow"]
+    r = _job("--run-dir", str(run), *overrides, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.stdout.count("already done") >= 4  # ingest, generate, score, pairs: the job only logs them
+
+    client = MlflowClient(f"sqlite:///{run}/mlflow.db")
+    exp = client.get_experiment_by_name("udasa-ray").experiment_id
+    [job] = client.search_runs([exp])
+    assert job.info.run_name == "align" and job.info.status == "FINISHED"
+    assert json.loads((run / "tracking.json").read_text())["run_id"] == job.info.run_id
+    cfg = load_config([ROOT / "configs" / "tiny-cpu.yaml"], overrides)
+    assert job.data.params == {k: str(v) for k, v in flatten(cfg.to_dict()).items() if not k.startswith("tracking.")}
+    steps = json.loads((run / "manifest.json").read_text())["steps"]
+    assert job.data.metrics["generate/responses"] == steps["generate"]["stats"]["responses"] == 8
+    assert job.data.metrics["score/mean.U"] == pytest.approx(steps["score"]["stats"]["mean"]["U"])
+    assert job.data.metrics["heldout/prompts"] == 2
+    report = {f"report/{p.name}" for p in (run / "report").iterdir() if p.suffix in (".png", ".md")}
+    assert {a.path for a in client.list_artifacts(job.info.run_id, "report")} == report
+    local = client.download_artifacts(job.info.run_id, "report/report.md", str(tmp_path / "dl"))
+    assert open(local).read() == (run / "report" / "report.md").read_text()
+
+    again = _job("--run-dir", str(run), *overrides, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [x.info.run_id for x in client.search_runs([exp])] == [job.info.run_id]
+    other = _job("--run-dir", str(run), *overrides, "eval.limit=3", cwd=tmp_path)  # no step reads it: nothing reruns
+    assert other.returncode == 0, other.stderr[-3000:]
+    runs = client.search_runs([exp], order_by=["attributes.start_time DESC"])
+    assert len(runs) == 2 and runs[1].info.run_id == job.info.run_id and runs[0].data.params["eval.limit"] == "3"
+    assert {x.info.status for x in runs} == {"FINISHED"}

@@ -68,11 +68,12 @@ STEP_LINE = re.compile(r"\[train\] stage (\d) step (\d+)/\d+ train loss")
 
 @pytest.mark.timeout(900)
 def test_stage_loop_on_two_ddp_workers_follows_the_schedule(tmp_path, model_cache):
-    """Two stages on 2 gloo workers from the CLI. (A kill in a stage and its resume: tests/test_faults.py.)"""
+    """Two stages on 2 gloo workers from the CLI, tracked in MLflow. (A kill in a stage and its resume:
+    tests/test_faults.py.)"""
     run = pairs_run(tmp_path / "run", [16, 16])
     # No eval split here, so no early stop: every planned step runs and the schedule shows whole.
     cmd = _cli(run, "train.eval_fraction=0", "train.num_workers=2", "train.cpus_per_worker=1",
-               f"models.cache_dir={model_cache}")
+               f"models.cache_dir={model_cache}", "tracking.backend=mlflow")
     # No log dedup, which would hold back stage 2's step lines as repeats of stage 1's (same text but numbers).
     env = {**_env(model_cache), "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=800)
@@ -113,9 +114,33 @@ def test_stage_loop_on_two_ddp_workers_follows_the_schedule(tmp_path, model_cach
     assert any((run / "train" / "stage_2" / "tensorboard").iterdir())
     del base, tuned, torch
 
-    # Same config again: nothing retrains.
+    # Tracked: the job is one MLflow run; each stage's TRL trainer logged its curves (rank 0 only) as a child run.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{run.path.resolve()}/mlflow.db")
+
+    def tracked_runs() -> tuple[object, list]:
+        runs = client.search_runs([client.get_experiment_by_name("udasa-ray").experiment_id])
+        parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+        assert len(parents) == 1, [r.info.run_name for r in runs]
+        return parents[0], sorted((r for r in runs if r.info.run_id != parents[0].info.run_id),
+                                  key=lambda r: r.info.run_name)
+
+    job, children = tracked_runs()
+    assert job.info.status == "FINISHED" and job.data.params["train.num_workers"] == "2"
+    assert job.data.metrics["train_stage_2/steps"] == 4
+    assert [c.info.run_name for c in children] == ["stage_1 conservative", "stage_2 moderate"]
+    for child, st in zip(children, summary["stages"], strict=True):
+        assert child.data.tags["mlflow.parentRunId"] == job.info.run_id and child.info.status == "FINISHED"
+        rows = [json.loads(line) for line in (run / "train" / f"stage_{st['stage']}" / "metrics.jsonl").open()]
+        losses = [(m.step, m.value) for m in client.get_metric_history(child.info.run_id, "loss")]
+        assert losses == [(r["step"], pytest.approx(r["loss"])) for r in rows if "loss" in r]
+        assert child.data.params["beta"] == str(st["beta"])  # TRL's own arguments, logged by its callback
+
+    # Same config again: nothing retrains, and the job's MLflow run is the one it started.
     again = subprocess.run(cmd, capture_output=True, text=True, env=_env(model_cache), timeout=300)
     assert again.returncode == 0 and again.stdout.count("already done") == 2
+    assert tracked_runs()[0].info.run_id == job.info.run_id and len(tracked_runs()[1]) == 2
 
 
 @pytest.mark.timeout(600)
@@ -309,3 +334,35 @@ def test_stage_loss_types_reach_trl(tmp_path, model_cache):
     assert summary["loss_type"] == ["ipo"]
     first = next(json.loads(line) for line in (tmp_path / "ipo" / "metrics.jsonl").open() if "eval_loss" in line)
     assert first["step"] == 0 and first["eval_loss"] == pytest.approx(25.0, rel=1e-3)
+
+
+def test_wandb_offline_runs_for_the_job_and_each_stage(tmp_path, model_cache):
+    """tracking.backend=wandb, offline: the job's run (the config, in <run>/wandb) and, from TRL's own callback,
+    a run for the stage in the job's group, with the trainer's curves. The stage trains in a fresh process, as on
+    a Ray Train worker, since W&B reads its environment once per process (MLflow through Ray Train: the DDP test)."""
+    import dataclasses
+    import multiprocessing
+
+    from udasa_ray.models import resolve
+    from udasa_ray.tracking import tracked
+    from udasa_ray.train.dpo import train_stage
+    from udasa_ray.train.phased import planned_stages, stage_job
+
+    run = pairs_run(tmp_path / "run", [4])
+    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", [*FAST, "tracking.backend=wandb"])
+    base = resolve("bundled:smollm2-135m-instruct", model_cache)
+    with tracked(cfg, run.path, "align") as tracker:
+        job = stage_job(cfg, run, planned_stages(run)[0], 1, True, base, base, set())
+        assert job.tracking == {"backend": "wandb", "project": "udasa-ray", "dir": str(run.path.resolve()),
+                                "mode": "offline", "group": tracker.group, "name": "stage_1 conservative"}
+        stage = dataclasses.replace(job, steps=2, warmup=0, decay=1, out="")
+        worker = multiprocessing.get_context("spawn").Process(target=train_stage, args=(stage, str(tmp_path / "s")))
+        worker.start()
+        worker.join(300)
+        assert worker.exitcode == 0
+    logs = {p.parent.name: p.read_bytes() for p in (run / "wandb").glob("offline-run-*/run-*.wandb")}
+    [job_log] = [v for k, v in logs.items() if k.endswith(tracker.run_id)]
+    [stage_log] = [v for k, v in logs.items() if not k.endswith(tracker.run_id)]
+    assert b"train.max_steps_per_stage" in job_log and b"align" in job_log
+    assert tracker.group.encode() in stage_log and b"stage_1 conservative" in stage_log
+    assert b"train/loss" in stage_log and b"train/rewards/accuracies" in stage_log  # TRL's curves, its own names

@@ -141,9 +141,10 @@ def _trials(run: RunDir) -> list[dict]:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_two_trial_sweep_writes_table_plots_and_best_config(tmp_path, model_cache):
+    """Tracked with W&B offline: the sweep job's run, and one per trial from Ray Tune's own W&B logger."""
     run = scored_run(tmp_path / "run")
-    out = subprocess.run(_tune(run, model_cache, "tune.stages=[1, 2]"), capture_output=True, text=True, env=_env(),
-                         timeout=880)
+    out = subprocess.run(_tune(run, model_cache, "tune.stages=[1, 2]", "tracking.backend=wandb"), capture_output=True,
+                         text=True, env=_env(), timeout=880)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     assert "[tune] 2 trials (grid), objective pair_accuracy (max)" in out.stdout
     trials = _trials(run)
@@ -160,6 +161,13 @@ def test_two_trial_sweep_writes_table_plots_and_best_config(tmp_path, model_cach
     top = max(trials, key=lambda t: float(t["objective"]))
     assert best.curriculum.thresholds == json.loads(top["thresholds"])
     assert best.models.cache_dir == model_cache and best.train.max_steps_per_stage == 1
+
+    state = json.loads((run / "tracking.json").read_text())
+    logs = {p.parent.name: p.read_bytes() for p in (run / "wandb").glob("offline-run-*/run-*.wandb")}
+    [job] = [v for k, v in logs.items() if k.endswith(state["run_id"])]
+    assert b"tune.stages" in job and b"heatmap" in job  # the config, and the sweep's plots as images
+    trials = [v for k, v in logs.items() if not k.endswith(state["run_id"])]
+    assert len(trials) == 2 and all(state["group"].encode() in t and b"stage_accuracy" in t for t in trials)
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ plus evaluation, comparison, reports and scorer validation. `COMMANDS` maps a na
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from udasa_ray.data.ingest import IngestError
 from udasa_ray.errors import StepFailed
 from udasa_ray.models import ModelNotAvailable
 from udasa_ray.runs import RunDir
+from udasa_ray.tracking import tracked
 
 CONFIG_HELP = "YAML recipe, then overlays such as configs/methods/rlaif.yaml (repeatable; default: built-in)"
 # What a command may fail with that is the user's to fix: printed as one line, exit status 1.
@@ -76,13 +78,13 @@ def _step(cfg: Config, args: argparse.Namespace) -> int:
     from udasa_ray import steps
 
     run = RunDir(args.run_dir)
-    with run.hold(f"udasa {args.command}"):
+    with run.hold(f"udasa {args.command}"), tracked(cfg, run.path, f"udasa {args.command}") as tracker:
         if args.command == "ingest":
             steps.ingest_step(cfg, run, args.input, args.force)
         elif args.command == "tune":
             from udasa_ray.tune.sweep import sweep
 
-            sweep(cfg, run, fresh=args.force)
+            sweep(cfg, run, fresh=args.force, tracker=tracker)
         else:
             getattr(steps, f"{args.command}_step")(cfg, run, args.force)
     return 0
@@ -98,7 +100,10 @@ def _eval(cfg: Config, args: argparse.Namespace) -> int:
     else:
         name = Path(args.model.removeprefix("bundled:")).name
         model, salt, out, label = args.model, "", Path("runs") / "eval" / name, name
-    summary = evaluate_model(cfg, model, Path(args.out) if args.out else out, args.label or label, salt, args.force)
+    out = Path(args.out) if args.out else out
+    # A run directory's evaluation goes to its tracking run; a model's has no run to go to.
+    with tracked(cfg, Path(args.model), "udasa eval") if trained.exists() else contextlib.nullcontext():
+        summary = evaluate_model(cfg, model, out, args.label or label, salt, args.force)
     print(f"[eval] {summary['label']} ({model}), judge {summary['judge']}:\n{format_summary(summary)}")
     return 0
 

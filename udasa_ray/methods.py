@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from udasa_ray import steps
@@ -21,6 +22,7 @@ from udasa_ray.evaluate.run import evaluate_model, format_summary
 from udasa_ray.models import ModelNotAvailable
 from udasa_ray.report.run import write_report
 from udasa_ray.runs import RunDir
+from udasa_ray.tracking import Tracker, tracked
 
 METHODS_DIR = Path(__file__).resolve().parent.parent / "configs" / "methods"
 KNOWN = ["vanilla", *sorted(f.stem for f in METHODS_DIR.glob("*.yaml"))]
@@ -38,9 +40,10 @@ def load_methods(configs: list[str], overrides: list[str], methods: list[str]) -
                   for m in methods}
 
 
-def run_methods(base: Config, cfgs: dict[str, Config], out: Path, shared: RunDir) -> dict[str, dict]:
+def run_methods(base: Config, cfgs: dict[str, Config], out: Path, shared: RunDir,
+                tracker: Tracker | None = None) -> dict[str, dict]:
     """Train (where the method does) and evaluate every method in <out>/<method>; returns each
-    method's evaluation summary."""
+    method's evaluation summary. With tracking, each method is a tracking run under the job's (`tracker`)."""
     steps.ingest_step(base, shared)
     kinds = {c.pairs.method for m, c in cfgs.items() if m not in INFERENCE_ONLY}
     if "udasa" in kinds:
@@ -50,16 +53,18 @@ def run_methods(base: Config, cfgs: dict[str, Config], out: Path, shared: RunDir
     summaries = {}
     for method, cfg in cfgs.items():
         print(f"\n=== {method} ===")
-        if method in INFERENCE_ONLY:
-            summary = evaluate_model(cfg, cfg.models.policy, out / method / "eval", method, attack_cache=shared / "gcg")
-        else:
-            run = RunDir(out / method)
-            run.adopt(shared, steps.SHARED_STEPS)
-            steps.pairs_step(cfg, run)
-            trained = steps.train_step(cfg, run)
-            write_report(run)
-            summary = evaluate_model(cfg, trained["aligned"], run / "eval", method, trained["aligned_hash"],
-                                     attack_cache=shared / "gcg")
+        with tracked(cfg, out / method, method, store=out, parent=tracker):
+            if method in INFERENCE_ONLY:
+                summary = evaluate_model(cfg, cfg.models.policy, out / method / "eval", method,
+                                         attack_cache=shared / "gcg")
+            else:
+                run = RunDir(out / method)
+                run.adopt(shared, steps.SHARED_STEPS)
+                steps.pairs_step(cfg, run)
+                trained = steps.train_step(cfg, run)
+                write_report(run)
+                summary = evaluate_model(cfg, trained["aligned"], run / "eval", method, trained["aligned_hash"],
+                                         attack_cache=shared / "gcg")
         print(f"[eval] {method}:\n{format_summary(summary)}")
         summaries[method] = summary
     return summaries
@@ -75,11 +80,12 @@ def parser(description: str, methods: list[str], out: str) -> argparse.ArgumentP
     return p
 
 
-def job(prog: str, configs: list[str] | None, overrides: list[str], methods: list[str], out: Path
-        ) -> tuple[Config, dict[str, dict]] | int:
-    """A methods job: check the names, load each method's config, hold <out>/shared and run them all.
-    Returns the base config and each method's evaluation summary, or the exit status of a failure
-    (2: bad names or config, 1: a step failed), its reason printed as one line."""
+def job(prog: str, configs: list[str] | None, overrides: list[str], methods: list[str], out: Path,
+        finish: Callable[[Config, dict[str, dict]], None]) -> int:
+    """A methods job: check the names, load each method's config, hold <out>/shared, run them all and
+    `finish(base config, each method's evaluation summary)` (its tables), all inside the job's tracking run.
+    Returns the exit status: 0, 2 for bad names or config, 1 when a step failed (its reason printed as one
+    line)."""
     if bad := unknown(methods):
         print(f"{prog}: unknown method(s) {', '.join(bad)}; known: {', '.join(KNOWN)} "
               "(overrides go before --methods)", file=sys.stderr)
@@ -91,8 +97,9 @@ def job(prog: str, configs: list[str] | None, overrides: list[str], methods: lis
         return 2
     shared = RunDir(out / "shared")
     try:
-        with shared.hold(f"jobs/{prog}.py"):  # the shared run stands for the whole job
-            return base, run_methods(base, cfgs, out, shared)
+        with shared.hold(f"jobs/{prog}.py"), tracked(base, out, prog) as tracker:  # the shared run stands for the job
+            finish(base, run_methods(base, cfgs, out, shared, tracker))
+        return 0
     except (IngestError, ModelNotAvailable, StepFailed) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1

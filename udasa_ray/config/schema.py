@@ -331,6 +331,15 @@ class RayConfig:
 
 
 @dataclass
+class TrackingConfig:
+    # none, or one tracking run per run directory (udasa_ray/tracking.py): MLflow or Weights & Biases.
+    backend: Literal["none", "mlflow", "wandb"] = "none"
+    uri: str = ""  # MLflow tracking URI; "": a SQLite store in the job's folder (sqlite:///<dir>/mlflow.db)
+    experiment: str = "udasa-ray"  # MLflow experiment / W&B project
+    wandb_mode: Literal["offline", "online"] = "offline"  # offline: files under <run>/wandb, `wandb sync` uploads
+
+
+@dataclass
 class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -342,6 +351,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -26,6 +26,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, T
 from trl import DPOConfig, DPOTrainer
 
 from udasa_ray.models import pick_dtype
+from udasa_ray.tracking import stage_run
 from udasa_ray.train.job import StageJob
 from udasa_ray.train.schedule import EarlyStop, lr_at
 
@@ -70,7 +71,8 @@ def dpo_args(job: StageJob, output_dir: str, precompute: bool) -> DPOConfig:
         eval_on_start=bool(job.eval_file),
         logging_steps=1,
         save_strategy="no",
-        report_to=job.report_to,
+        report_to=[r for r in (job.report_to, (job.tracking or {}).get("backend")) if r and r != "none"] or "none",
+        run_name=job.tracking["name"] if job.tracking else None,
         ld_alpha=job.ld_alpha,
         loss_type=list(job.loss_type),
         loss_weights=list(job.loss_weights) if job.loss_weights else None,
@@ -230,9 +232,10 @@ def train_stage(job: StageJob, output_dir: str, shared: dict[str, Any] | None = 
                                schedule={"steps": job.steps, "warmup": job.warmup, "decay": job.decay})
     trainer.remove_callback(PrinterCallback)  # StageLog prints a shorter line
     log.trainer = trainer
-    trainer.train()
-    if evaluation is not None and log.evaluated_at != trainer.state.global_step:
-        trainer.evaluate()  # the steps after the last evaluation get judged too
+    with stage_run(job.tracking, rank):
+        trainer.train()
+        if evaluation is not None and log.evaluated_at != trainer.state.global_step:
+            trainer.evaluate()  # the steps after the last evaluation get judged too
     seconds = time.perf_counter() - t0
     # With a held-out split, the stage's policy is its best evaluation (maybe its start); else the last step.
     if evaluation is None:

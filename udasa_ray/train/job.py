@@ -36,7 +36,8 @@ class StageJob:
     threads: int  # torch threads per worker
     stage_pairs: int = 0  # the stage's pairs before the step budget cut them (0: as trained)
     gradient_checkpointing: bool = False
-    report_to: str = "none"
+    report_to: str = "none"  # TensorBoard, or none; plus the tracking backend when `tracking` is set
+    tracking: dict[str, Any] | None = None  # tracking.stage_spec: the tracking run the stage reports under
     deepspeed: dict[str, Any] | None = None  # a DeepSpeed config, or None for DDP
     ld_alpha: float | None = None
     loss_type: tuple[str, ...] = ("sigmoid",)  # TRL's DPO loss types, summed with loss_weights

@@ -30,6 +30,7 @@ from udasa_ray.config.schema import TrainConfig
 from udasa_ray.errors import StepFailed
 from udasa_ray.models import resolve
 from udasa_ray.runs import RunDir, chain, section_hash
+from udasa_ray.tracking import stage_spec
 from udasa_ray.train.data import budget_subset, dpo_rows, eval_split
 from udasa_ray.train.job import StageJob, published
 from udasa_ray.train.schedule import phases, stage_peak, stage_steps
@@ -88,6 +89,7 @@ def stage_job(cfg: Config, run: RunDir, stage: dict, index: int, last: bool, sta
         reward_saturation=train_cfg.reward_saturation, dtype=train_cfg.dtype, seed=train_cfg.seed + stage["stage"],
         gradient_checkpointing=train_cfg.gradient_checkpointing,
         threads=max(1, round(train_cfg.cpus_per_worker)), report_to="tensorboard",
+        tracking=stage_spec(cfg, run.path, f"stage_{stage['stage']} {stage['name']}"),
         deepspeed=_deepspeed(cfg), ld_alpha=train_cfg.ld_alpha,
         loss_type=tuple(train_cfg.stage_loss_types[stage["stage"] - 1] if train_cfg.stage_loss_types
                         else train_cfg.loss_type),

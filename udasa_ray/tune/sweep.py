@@ -17,6 +17,7 @@ from typing import Any
 from udasa_ray.config import Config, ConfigError, from_dict
 from udasa_ray.evaluate.registry import direction
 from udasa_ray.runs import RunDir
+from udasa_ray.tracking import Tracker, tune_callbacks
 from udasa_ray.tune.space import grid_points, optuna_space, spread_thresholds, trial_name
 
 
@@ -95,8 +96,9 @@ def check_preconditions(cfg: Config, run: RunDir) -> None:
     run.require("score", "score")
 
 
-def sweep(cfg: Config, run: RunDir, fresh: bool = False) -> dict[str, Any]:
-    """Run (or resume) the sweep; write trials.csv/.md, heatmap.png, stages.png and best.yaml in run/tune/."""
+def sweep(cfg: Config, run: RunDir, fresh: bool = False, tracker: Tracker | None = None) -> dict[str, Any]:
+    """Run (or resume) the sweep; write trials.csv/.md, heatmap.png, stages.png and best.yaml in run/tune/.
+    With tracking (`tracker`), each trial is a tracking run under the sweep job's, logged by Ray Tune."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -141,7 +143,8 @@ def sweep(cfg: Config, run: RunDir, fresh: bool = False) -> dict[str, Any]:
             trainable, param_space=space,
             tune_config=tune.TuneConfig(num_samples=1 if points else tune_cfg.num_samples, search_alg=search,
                                         scheduler=scheduler, max_concurrent_trials=tune_cfg.max_concurrent_trials),
-            run_config=tune.RunConfig(name="sweep", storage_path=str(storage.resolve()), verbose=1))
+            run_config=tune.RunConfig(name="sweep", storage_path=str(storage.resolve()), verbose=1,
+                                      callbacks=tune_callbacks(cfg, tracker)))
     return write_sweep_report(cfg, run, trial_rows(tuner.fit(), points, run))
 
 
