@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import sys
@@ -50,7 +51,7 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def numbers(d: dict[str, Any], prefix: str) -> dict[str, float]:
     """The numeric leaves of `d` as metrics `<prefix>/<dotted key>` (names both backends accept)."""
     return {re.sub(r"[^0-9A-Za-z_\-. :/]", "_", f"{prefix}/{k}"): float(v) for k, v in flatten(d).items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and v == v}
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 def _json(path: Path) -> dict[str, Any]:
