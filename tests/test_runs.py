@@ -103,3 +103,27 @@ def test_adopt_takes_the_shared_steps_and_refreshes_a_changed_one(tmp_path):
     step("score", ["scores"], "v2")  # rerun (same config, new data): the copy is stale
     assert dst.adopt(src, SHARED_STEPS) == ["score"] and (dst / "scores").read_text() == "v2"
     assert dst.step("score") == src.step("score")
+
+
+def test_a_tracking_run_gone_from_its_store_is_started_again(tmp_path):
+    """The run recorded in tracking.json is resumed while the store has it; once deleted there (in MLflow's UI,
+    say), the next job gets a new run instead of failing."""
+    import json
+
+    from mlflow import MlflowClient
+
+    from udasa_ray.config import load_config
+    from udasa_ray.tracking import tracked
+
+    cfg = load_config(None, ["tracking.backend=mlflow"])
+    ids = []
+    for _ in range(2):
+        with tracked(cfg, tmp_path, "align") as tracker:
+            ids.append(tracker.run_id)
+    assert ids[0] == ids[1]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    client.delete_run(ids[0])
+    with tracked(cfg, tmp_path, "align") as tracker:
+        pass
+    assert tracker.run_id != ids[0] and json.loads((tmp_path / "tracking.json").read_text())["run_id"] == tracker.run_id
+    assert client.get_run(tracker.run_id).info.status == "FINISHED"

@@ -142,6 +142,8 @@ def _open(cfg: Config, run_dir: Path, name: str, store: Path, parent: Tracker | 
         exp = client.get_experiment_by_name(t.experiment)
         exp_id = exp.experiment_id if exp else client.create_experiment(
             t.experiment, artifact_location=None if t.uri else (store.resolve() / "mlartifacts").as_uri())
+        same = same and state["run_id"] in {r.info.run_id for r in client.search_runs(
+            [exp_id], f"attributes.run_id = '{state['run_id']}'")}  # not deleted from the store since
         if same:
             run_id = state["run_id"]
             client.update_run(run_id, "RUNNING")
