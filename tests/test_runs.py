@@ -1,6 +1,7 @@
 """The run directory (runs.py): one job at a time, each step's own config, shared steps taken from
-another run, and commands that only read a run refusing a path that holds none."""
+another run, and commands that only read a run refusing a path that holds none; the run's tracking run."""
 
+import json
 import os
 import socket
 import subprocess
@@ -108,11 +109,8 @@ def test_adopt_takes_the_shared_steps_and_refreshes_a_changed_one(tmp_path):
 def test_a_tracking_run_gone_from_its_store_is_started_again(tmp_path):
     """The run recorded in tracking.json is resumed while the store has it; once deleted there (in MLflow's UI,
     say), the next job gets a new run instead of failing."""
-    import json
-
     from mlflow import MlflowClient
 
-    from udasa_ray.config import load_config
     from udasa_ray.tracking import tracked
 
     cfg = load_config(None, ["tracking.backend=mlflow"])
@@ -127,3 +125,19 @@ def test_a_tracking_run_gone_from_its_store_is_started_again(tmp_path):
         pass
     assert tracker.run_id != ids[0] and json.loads((tmp_path / "tracking.json").read_text())["run_id"] == tracker.run_id
     assert client.get_run(tracker.run_id).info.status == "FINISHED"
+
+
+def test_a_failed_job_marks_its_tracking_run_failed_and_keeps_its_own_error(tmp_path):
+    """The job's own error goes on as it was; its MLflow run is logged what the run has and marked FAILED."""
+    from mlflow import MlflowClient
+
+    from udasa_ray.errors import StepFailed
+    from udasa_ray.tracking import tracked
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"steps": {"ingest": {"status": "done",
+                                                                             "stats": {"prompts": 3}}}}))
+    with pytest.raises(StepFailed, match="generation broke"):
+        with tracked(load_config(None, ["tracking.backend=mlflow"]), tmp_path, "align") as tracker:
+            raise StepFailed("generation broke")
+    run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(tracker.run_id)
+    assert run.info.status == "FAILED" and run.data.metrics == {"ingest/prompts": 3.0}
