@@ -15,6 +15,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -93,8 +94,11 @@ def classifiers(model_cache, tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def recipe(tmp_path_factory, two_nodes, base_model, classifiers, model_cache):
+def recipe(request, tmp_path_factory, two_nodes, base_model, classifiers, model_cache):
+    """The jobs' shared directory, deleted when the module ends unless a test failed (its runs hold about
+    6 GB of checkpoints)."""
     out = tmp_path_factory.mktemp("cluster-shape")
+    failed_before = request.session.testsfailed
     overrides = [f"models.policy={base_model}", f"models.cache_dir={model_cache}",
                  f"scoring.factual.model={classifiers['nli']}", f"scoring.value.model={classifiers['toxicity']}",
                  f"train.work_dir={out / 'shared-work'}"]
@@ -107,7 +111,9 @@ def recipe(tmp_path_factory, two_nodes, base_model, classifiers, model_cache):
         (out / f"{script}.log").write_text(r.stdout + r.stderr)
         return r
 
-    return {"out": out, "job": job, "dashboard": two_nodes["dashboard"]}
+    yield {"out": out, "job": job, "dashboard": two_nodes["dashboard"]}
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(out)
 
 
 @pytest.fixture(scope="module")

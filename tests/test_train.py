@@ -149,14 +149,17 @@ def test_deepspeed_zero2_on_cpu_with_early_stop(tmp_path, model_cache, ray_local
 
     run = pairs_run(tmp_path / "run", [6])
     cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml",
-                      [*FAST, "train.eval_fraction=0.34", "train.deepspeed.zero_stage=2",
+                      [*FAST, "train.eval_fraction=0.34", "train.deepspeed.zero_stage=2", "train.lr_stage1=3e-5",
                        f"models.cache_dir={model_cache}"])
     summary = train(cfg, run)
     (stage,) = summary["stages"]
     assert stage["zero_stage"] == 2 and stage["world_size"] == 1
     assert stage["train_pairs"] == 4 and stage["eval_pairs"] == 2 and stage["planned_steps"] == 2
     # These pairs are easy (a helpful answer against a refusal): one step makes every held-out pair
-    # prefer its chosen answer, and the reward-saturation rule ends the stage.
+    # prefer its chosen answer, and the reward-saturation rule ends the stage. The step is 10x the default's:
+    # where `dtype: auto` picks bf16 (a CPU with AVX512-BF16), DeepSpeed runs the forward on bf16 weights,
+    # which round most of a 3e-6 Adam step away (held-out margin after one step, measured: -0.012 at 3e-6,
+    # +0.116 at 3e-5 in bf16, +2.9 at 3e-5 in fp32).
     assert stage["steps"] == 1 and "eval reward accuracy 1.000" in stage["stopped_early"]
     assert stage["best_step"] == 1 and stage["best_eval_loss"] < 0.69  # the kept policy is the better one
     rows = [json.loads(line) for line in (run / "train" / "stage_1" / "metrics.jsonl").open()]
