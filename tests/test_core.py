@@ -139,4 +139,3 @@ def test_tracking_metrics_from_a_run_directory(tmp_path):
     (tmp_path / "heldout" / "summary.json").write_text(json.dumps({"prompts": 2, "U (Δ)": -0.1, "ci": [0, 1]}))
     assert artifact_metrics(tmp_path) == {"generate/responses": 8.0, "generate/tokens_per_s": 12.5,
                                           "score/mean.U": 0.25, "heldout/prompts": 2.0, "heldout/U ___": -0.1}
-
