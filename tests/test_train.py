@@ -339,6 +339,48 @@ def test_stage_loss_types_reach_trl(tmp_path, model_cache):
     assert first["step"] == 0 and first["eval_loss"] == pytest.approx(25.0, rel=1e-3)
 
 
+@pytest.mark.timeout(600)
+def test_reference_log_probs_come_once_per_reference_and_only_for_batches_trained(tmp_path, model_cache,
+                                                                                monkeypatch):
+    """Full weights without DeepSpeed: the eval pairs' reference log-probs are computed once for all stages that
+    share the reference (TRL's cache, keyed by the tokenized eval set, hits in stage 2), and a training batch's
+    when the batch comes, by the reference model, not the policy: at stage 1's first step the policy still is
+    the reference, so the rewards are 0; and a 1-step stage of 3 pairs computes 2, not 3."""
+    import dataclasses
+
+    from udasa_ray.models import resolve
+    from udasa_ray.train import dpo
+    from udasa_ray.train.phased import planned_stages, stage_job
+
+    calls = []  # (stage, pairs in the batch, whether the model was the trainer's reference)
+    compute = dpo.PhasedDPOTrainer.compute_ref_log_probs
+
+    def spy(self, model, inputs):  # noqa: ANN001, ANN202
+        calls.append((stage, inputs["input_ids"].shape[0] // 2, model is self.ref_model and model is not self.model))
+        return compute(self, model, inputs)
+
+    monkeypatch.setattr(dpo.PhasedDPOTrainer, "compute_ref_log_probs", spy)
+    run = pairs_run(tmp_path / "run", [4, 4])
+    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", [*FAST, "curriculum.thresholds=[0.5]"])
+    base = resolve("bundled:smollm2-135m-instruct", model_cache)
+    eval_ids = {pq.read_table(run / "stages" / s["file"]).column("prompt_id")[0].as_py() for s in planned_stages(run)}
+    jobs = [dataclasses.replace(stage_job(cfg, run, s, i, i == 2, base, base, eval_ids), steps=1, warmup=0, decay=1,
+                                dtype="float32", out="") for i, s in enumerate(planned_stages(run), 1)]
+    shared: dict = {}
+    stage = 1
+    first = dpo.train_stage(jobs[0], str(tmp_path / "s1"), shared)
+    assert (first["train_pairs"], first["eval_pairs"], first["steps"]) == (3, 2, 1)
+    assert calls == [(1, 2, True), (1, 2, True)]  # the eval pairs, then the one batch trained: 4 pairs, not 5
+    step1 = next(json.loads(line) for line in (tmp_path / "s1" / "metrics.jsonl").open() if '"loss"' in line)
+    assert step1["step"] == 1 and abs(step1["rewards/chosen"]) < 1e-4 and abs(step1["rewards/rejected"]) < 1e-4
+    assert step1["loss"] == pytest.approx(0.6931, abs=1e-3)
+    ref = shared["ref"]
+    stage = 2
+    dpo.train_stage(dataclasses.replace(jobs[1], start=str(tmp_path / "s1")), str(tmp_path / "s2"), shared)
+    assert calls[2:] == [(2, 2, True)]  # the eval pairs' came from the cache
+    assert shared["ref"] is ref and ref[0] == base
+
+
 def test_wandb_offline_runs_for_the_job_and_each_stage(tmp_path, model_cache):
     """tracking.backend=wandb, offline: the job's run (the config, in <run>/wandb) and, from TRL's own callback,
     a run for the stage in the job's group, with the trainer's curves. The stage trains in a fresh process, as on

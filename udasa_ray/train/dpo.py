@@ -3,10 +3,9 @@ stopping and metrics, each stage ending in a Hugging Face checkpoint published t
 
 The worker reads everything from its StageJobs (train/job.py, built by train/phased.py), so this
 file is the whole of what runs on a training node. One worker group trains the run's stages one
-after the other (train_loop), keeping the reference policy loaded between them. The eval pairs'
-reference log-probs are still computed once per stage: TRL keys that cache by the tokenized
-dataset's fingerprint, which came out different in every stage (two identical trainers in one
-process do hit it). DeepSpeed is optional and only imported by transformers when `deepspeed` is set.
+after the other (train_loop), keeping the reference policy loaded between them, and the eval pairs'
+reference log-probs, computed once per reference. DeepSpeed is optional and only imported by
+transformers when `deepspeed` is set.
 """
 
 from __future__ import annotations
@@ -89,10 +88,18 @@ def dpo_args(job: StageJob, output_dir: str, precompute: bool) -> DPOConfig:
 
 class PhasedDPOTrainer(DPOTrainer):
     """DPOTrainer whose LR follows the stage's phased schedule (also under DeepSpeed, which
-    refuses an optimizer passed in but asks the trainer for its scheduler)."""
+    refuses an optimizer passed in but asks the trainer for its scheduler).
 
-    def __init__(self, *args: Any, schedule: dict[str, Any], **kwargs: Any) -> None:
-        self.schedule = schedule
+    With `lazy_train_ref` (a reference model given, precompute on), the eval pairs' reference
+    log-probs are precomputed as TRL does, and a training batch's are computed by the reference
+    model when the batch comes: a stage that stops early never pays for the pairs it did not reach.
+    `eval_ref_logps` (a dict kept between stages) holds the eval pairs' reference log-probs by the
+    reference's hash and the tokens, so stages sharing a reference compute them once. (TRL's own
+    cache misses there: its key holds the tokenized set's fingerprint, which hashes the DPOConfig.)"""
+
+    def __init__(self, *args: Any, schedule: dict[str, Any], lazy_train_ref: bool = False,
+                 eval_ref_logps: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self.schedule, self.lazy_train_ref, self.eval_ref_logps = schedule, lazy_train_ref, eval_ref_logps
         super().__init__(*args, **kwargs)
         # TRL precomputes the reference log-probs (here, in the constructor) through a DeepSpeed inference
         # engine wrapped around the policy module itself. Under ZeRO-3 that engine's hooks stay on the module
@@ -102,6 +109,27 @@ class PhasedDPOTrainer(DPOTrainer):
         if engine is not None:
             engine.destroy()
             self._precompute_engine = None
+
+    def _precompute_ref_logps(self, dataset, name: str, batch_size: int):  # noqa: ANN001, ANN202
+        if self.lazy_train_ref and name == "train":
+            return dataset
+        if self.eval_ref_logps is None or name != "eval":
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+        from datasets.fingerprint import Hasher
+
+        key = Hasher.hash((self._precompute_model_hash,
+                           dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"]).to_dict()))
+        if key not in self.eval_ref_logps:
+            done = super()._precompute_ref_logps(dataset, name, batch_size)
+            self.eval_ref_logps[key] = list(done["ref_chosen_logps"]), list(done["ref_rejected_logps"])
+        chosen, rejected = self.eval_ref_logps[key]
+        return dataset.add_column("ref_chosen_logps", chosen).add_column("ref_rejected_logps", rejected)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001, ANN201
+        if self.precompute_ref_logps and "ref_chosen_logps" not in inputs:
+            chosen, rejected = self.compute_ref_log_probs(self.ref_model, inputs)  # a lazily referenced batch
+            inputs["ref_chosen_logps"], inputs["ref_rejected_logps"] = chosen, rejected
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> LambdaLR:
         s = self.schedule
@@ -219,8 +247,11 @@ def train_stage(job: StageJob, output_dir: str, shared: dict[str, Any] | None = 
     args = dpo_args(job, str(out / "trainer"), precompute=job.precompute)
     tok = AutoTokenizer.from_pretrained(job.start)
     model = AutoModelForCausalLM.from_pretrained(job.start, dtype=torch.float32)
+    # Full weights without DeepSpeed keep the reference loaded (once per worker while it stays the same) and compute
+    # training batches' reference log-probs as they come; otherwise TRL precomputes them all at construction.
+    lazy = job.precompute and not job.deepspeed and not job.lora
     ref = None
-    if job.ref != job.start:  # the initial policy, the same in every stage after the first
+    if lazy or job.ref != job.start:
         if shared.get("ref", (None,))[0] != job.ref:
             shared["ref"] = job.ref, AutoModelForCausalLM.from_pretrained(job.ref, dtype=torch.float32)
         ref = shared["ref"][1]
@@ -229,7 +260,9 @@ def train_stage(job: StageJob, output_dir: str, shared: dict[str, Any] | None = 
     t0 = time.perf_counter()  # construction included: it is where reference log-probs are precomputed
     trainer = PhasedDPOTrainer(model=model, ref_model=ref, args=args, train_dataset=train, eval_dataset=evaluation,
                                processing_class=tok, callbacks=[log], peft_config=_lora(job),
-                               schedule={"steps": job.steps, "warmup": job.warmup, "decay": job.decay})
+                               schedule={"steps": job.steps, "warmup": job.warmup, "decay": job.decay},
+                               lazy_train_ref=lazy,
+                               eval_ref_logps=None if job.deepspeed else shared.setdefault("eval_ref_logps", {}))
     trainer.remove_callback(PrinterCallback)  # StageLog prints a shorter line
     log.trainer = trainer
     with stage_run(job.tracking, rank):
