@@ -156,10 +156,10 @@ def test_deepspeed_zero2_on_cpu_with_early_stop(tmp_path, model_cache, ray_local
     assert stage["zero_stage"] == 2 and stage["world_size"] == 1
     assert stage["train_pairs"] == 4 and stage["eval_pairs"] == 2 and stage["planned_steps"] == 2
     # These pairs are easy (a helpful answer against a refusal): one step makes every held-out pair
-    # prefer its chosen answer, and the reward-saturation rule ends the stage. The step is 10x the default's:
-    # where `dtype: auto` picks bf16 (a CPU with AVX512-BF16), DeepSpeed runs the forward on bf16 weights,
-    # which round most of a 3e-6 Adam step away (held-out margin after one step, measured: -0.012 at 3e-6,
-    # +0.116 at 3e-5 in bf16, +2.9 at 3e-5 in fp32).
+    # prefer its chosen answer, and the reward-saturation rule ends the stage. The step is 10x the default's, so
+    # that it also holds in bf16 (`train.dtype: bfloat16`, or auto on a GPU): DeepSpeed then runs the forward on
+    # bf16 weights, which round most of a 3e-6 Adam step away (held-out margin after one step on a CPU with
+    # AVX512-BF16, measured: -0.012 at 3e-6, +0.116 at 3e-5 in bf16, +2.9 at 3e-5 in fp32).
     assert stage["steps"] == 1 and "eval reward accuracy 1.000" in stage["stopped_early"]
     assert stage["best_step"] == 1 and stage["best_eval_loss"] < 0.69  # the kept policy is the better one
     rows = [json.loads(line) for line in (run / "train" / "stage_1" / "metrics.jsonl").open()]
@@ -328,6 +328,9 @@ def test_stage_loss_types_reach_trl(tmp_path, model_cache):
     assert [j.loss_type for j in jobs] == [("ipo",), ("robust", "sft")]
     args = dpo_args(jobs[1], str(tmp_path / "args"), precompute=True)
     assert (args.loss_type, args.loss_weights, args.label_smoothing) == (["robust", "sft"], None, 0.1)
+    # dtype auto trains in fp32 on a CPU, also one with AVX512-BF16 (bf16 autocast trained slower there); bf16 if asked
+    assert jobs[1].dtype == "auto" and not args.bf16
+    assert dpo_args(dataclasses.replace(jobs[1], dtype="bfloat16"), str(tmp_path / "args"), precompute=True).bf16
     rpo = load_config(ROOT / "configs" / "tiny-cpu.yaml", [*FAST, "train.loss_type=[sigmoid, sft]",
                                                            "train.loss_weights=[1.0, 0.2]"])
     job = stage_job(rpo, run, planned_stages(run)[0], 1, False, base, base, eval_ids)

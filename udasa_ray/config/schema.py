@@ -210,7 +210,7 @@ class TrainConfig:
     # Times Ray Train restarts a stage whose worker died (a preempted spot node) before the step fails;
     # the stage trains again from its start. -1: without limit.
     max_failures: int = 0
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # bfloat16: mixed precision
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # bfloat16: mixed precision; auto: bf16 on a GPU only
     gradient_checkpointing: bool = False  # trade compute for activation memory (7B/30B)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)  # its own learning rates replace lr_stage1 / lr

@@ -30,9 +30,9 @@ def eval_split(prompt_ids: list[str], fraction: float, seed: int) -> set[str]:
 
 def budget_subset(pairs: list[dict], n: int, seed: int) -> list[dict]:
     """The `n` pairs a capped stage trains on (all when it covers them), a seeded draw by prompt id
-    kept in input order. TRL precomputes reference log-probs for the whole dataset, so handing it
-    pairs that the step cap never reaches only costs time (871 pairs for 80 trained: 8 minutes
-    on a 2-core CPU)."""
+    kept in input order. Where TRL precomputes reference log-probs for the whole dataset (LoRA,
+    DeepSpeed), pairs that the step cap never reaches would only cost time (871 pairs for 80
+    trained: 8 minutes on a 2-core CPU)."""
     if n >= len(pairs):
         return pairs
     ranked = sorted(pairs, key=lambda p: hashlib.sha256(f"budget:{seed}:{p['prompt_id']}".encode()).hexdigest())

@@ -24,7 +24,6 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
-from udasa_ray.models import pick_dtype
 from udasa_ray.tracking import stage_run
 from udasa_ray.train.job import StageJob
 from udasa_ray.train.schedule import EarlyStop, lr_at
@@ -50,7 +49,9 @@ def deepspeed_config(zero_stage: int, offload: bool) -> dict[str, Any]:
 
 def dpo_args(job: StageJob, output_dir: str, precompute: bool) -> DPOConfig:
     """The DPOConfig of a stage. Shared with bench/dpo.py, so both trainers run the same settings."""
-    bf16 = pick_dtype(job.dtype) == "bfloat16"  # mixed precision; master weights stay fp32
+    # bf16 is mixed precision (master weights stay fp32). "auto" picks it on a GPU only: on a CPU with AVX512-BF16,
+    # where bf16 generates 2x faster than fp32, bf16 autocast trained at 0.63x fp32's speed (8 DPO steps: 56 s vs 35 s).
+    bf16 = job.dtype == "bfloat16" or (job.dtype == "auto" and torch.cuda.is_available())
     return DPOConfig(
         output_dir=output_dir,
         learning_rate=job.peak_lr,
