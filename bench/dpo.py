@@ -3,8 +3,9 @@
 Both train one epoch over the same pairs with the same DPOConfig (dpo_args), batch, length and
 precision; the plain trainer keeps TRL's defaults (reference forward at every step, its own LR
 schedule) and runs in this process. Ours runs twice: in this process (the trainer alone) and as
-a Ray Train worker (what the pipeline runs). Timings cover trainer construction (where the
-reference log-probs are precomputed) and training; the Ray run also reports its wall time.
+a Ray Train worker (what the pipeline runs). Timings cover trainer construction and training
+(with full weights, ours computes a batch's reference log-probs when the batch comes: in one
+epoch every pair meets the reference once either way); the Ray run also reports its wall time.
 
     python bench/dpo.py --run-dir runs/tiny-cpu --pairs 32
 """
