@@ -346,7 +346,7 @@ def test_stage_loss_types_reach_trl(tmp_path, model_cache):
 def test_reference_log_probs_come_once_per_reference_and_only_for_batches_trained(tmp_path, model_cache,
                                                                                 monkeypatch):
     """Full weights without DeepSpeed: the eval pairs' reference log-probs are computed once for all stages that
-    share the reference (TRL's cache, keyed by the tokenized eval set, hits in stage 2), and a training batch's
+    share the reference (kept in the worker by the reference's hash and the tokens), and a training batch's
     when the batch comes, by the reference model, not the policy: at stage 1's first step the policy still is
     the reference, so the rewards are 0; and a 1-step stage of 3 pairs computes 2, not 3."""
     import dataclasses
