@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 CONFIG ?= configs/tiny-cpu.yaml
 RUN_DIR ?= runs/tiny-cpu
 
-.PHONY: venv run test lint bench clean
+.PHONY: venv run test test-fast docs lint bench clean
 
 venv: $(VENV)/.installed
 
@@ -24,6 +24,14 @@ run: venv
 test: venv
 	$(PY) -m pytest -q
 
+# The inner loop: every test that neither loads a model nor starts Ray (under 2 minutes).
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow"
+
+# The documentation site (docs/, mkdocs.yml); --strict fails on a broken link or a page missing from the nav.
+docs: venv
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 lint: venv
 	$(VENV)/bin/ruff check udasa_ray jobs tests bench
 
@@ -31,4 +39,4 @@ bench: venv
 	$(PY) bench/generate.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

@@ -14,10 +14,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from udasa_ray import steps
-from udasa_ray.config import ConfigError, load_config
-from udasa_ray.data.ingest import IngestError
-from udasa_ray.errors import StepFailed
-from udasa_ray.models import ModelNotAvailable
+from udasa_ray.config import load_config
+from udasa_ray.errors import entry
 from udasa_ray.report.run import write_report
 from udasa_ray.runs import RunDir
 from udasa_ray.tracking import tracked
@@ -30,27 +28,19 @@ def main() -> int:
     p.add_argument("--run-dir", help="default: runs/<config name>")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. generation.n=5")
     args = p.parse_args()
-    try:
-        args.config = args.config or ["configs/tiny-cpu.yaml"]
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"align: config error: {e}", file=sys.stderr)
-        return 2
+    args.config = args.config or ["configs/tiny-cpu.yaml"]
+    cfg = load_config(args.config, args.overrides)
     run = RunDir(args.run_dir or Path("runs") / "-".join(Path(c).stem for c in args.config))
-    try:
-        with run.hold("jobs/align.py"), tracked(cfg, run.path, "align"):
-            steps.ingest_step(cfg, run)
-            if cfg.pairs.method == "udasa":
-                steps.generate_score_step(cfg, run)  # one streamed pipeline with scoring.stream
-            elif cfg.pairs.method == "rlaif":  # RLCD pairs come from their own contrastive generations
-                steps.generate_step(cfg, run)
-            steps.pairs_step(cfg, run)
-            trained = steps.train_step(cfg, run)
-            steps.check_step(cfg, run)
-            report = write_report(run)
-    except (IngestError, ModelNotAvailable, StepFailed) as e:
-        print(f"align: error: {e}", file=sys.stderr)
-        return 1
+    with run.hold("jobs/align.py"), tracked(cfg, run.path, "align"):
+        steps.ingest_step(cfg, run)
+        if cfg.pairs.method == "udasa":
+            steps.generate_score_step(cfg, run)  # one streamed pipeline with scoring.stream
+        elif cfg.pairs.method == "rlaif":  # RLCD pairs come from their own contrastive generations
+            steps.generate_step(cfg, run)
+        steps.pairs_step(cfg, run)
+        trained = steps.train_step(cfg, run)
+        steps.check_step(cfg, run)
+        report = write_report(run)
     root = run.path.resolve()
     where = {
         "prompts (+ rejects with reasons)": "prompts.parquet, heldout.parquet, rejects.jsonl",
@@ -66,4 +56,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry("align", main))

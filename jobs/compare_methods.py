@@ -13,6 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # importable from a plain checkout
 
 from udasa_ray.config import Config
+from udasa_ray.errors import entry
 from udasa_ray.evaluate.compare import compare
 from udasa_ray.methods import job, parser
 
@@ -29,4 +30,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry("compare_methods", main))

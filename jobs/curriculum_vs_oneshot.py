@@ -22,12 +22,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # importable from a plain checkout
 
 from udasa_ray import steps
-from udasa_ray.config import ConfigError, load_config
-from udasa_ray.errors import StepFailed
+from udasa_ray.config import load_config
+from udasa_ray.errors import entry
 from udasa_ray.evaluate.compare import compare as compare_evals
 from udasa_ray.evaluate.heldout import compare, format_check, read_per_prompt
 from udasa_ray.evaluate.run import evaluate_model
-from udasa_ray.runs import RunDir
+from udasa_ray.runs import RunDir, StepMissing
 from udasa_ray.tracking import tracked
 
 ONE_SHOT = Path(__file__).resolve().parent.parent / "configs" / "methods" / "one-shot.yaml"
@@ -41,17 +41,12 @@ def main() -> int:
     p.add_argument("--eval", action="store_true", help="also evaluate vanilla, one-shot and curriculum on 4 tasks")
     p.add_argument("overrides", nargs="*", help="dotted overrides for both runs")
     args = p.parse_args()
+    cfg = load_config(args.config, args.overrides)
     curriculum = RunDir(args.run_dir)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        trained = json.loads((curriculum / "train" / "summary.json").read_text())
-        read_per_prompt(curriculum, "aligned")
-    except ConfigError as e:
-        print(f"curriculum_vs_oneshot: config error: {e}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as e:
-        print(f"curriculum_vs_oneshot: {args.run_dir} is not a finished align run ({e})", file=sys.stderr)
-        return 1
+    for need in ("train/summary.json", "heldout/per_prompt.parquet"):
+        if not (curriculum / need).is_file():
+            raise StepMissing(f"{args.run_dir} is not a finished align run (no {need})")
+    trained = json.loads((curriculum / "train" / "summary.json").read_text())
     budget = sum(s["planned_steps"] for s in trained["stages"])
     train_cfg = cfg.train
     peak = f"train.lora.lr_stage1={train_cfg.lora.lr}" if train_cfg.lora.enabled else f"train.lr_stage1={train_cfg.lr}"
@@ -59,36 +54,32 @@ def main() -> int:
     one_cfg = load_config([*args.config, ONE_SHOT], [*args.overrides, f"train.max_steps_per_stage={budget}",
                                                       f"train.epochs_per_stage={float(budget)}", peak])
     one = RunDir(Path(args.out or f"{curriculum.path}-oneshot"))
-    try:
-        with one.hold("jobs/curriculum_vs_oneshot.py"), tracked(one_cfg, one.path, "curriculum_vs_oneshot"):
-            one.adopt(curriculum, steps.SHARED_STEPS)
-            if not (one / "heldout" / "base").exists():  # the base side of the held-out check: a run of its own
-                shutil.copytree(curriculum / "heldout" / "base", one / "heldout" / "base")
-            print(f"[one-shot] all pairs in one stage, at most {budget} steps (the curriculum's planned total), "
-                  f"{peak.split('=')[0]}={peak.split('=')[1]}")
-            steps.pairs_step(one_cfg, one)
-            one_trained = steps.train_step(one_cfg, one)
-            steps.check_step(one_cfg, one)
+    with one.hold("jobs/curriculum_vs_oneshot.py"), tracked(one_cfg, one.path, "curriculum_vs_oneshot"):
+        one.adopt(curriculum, steps.SHARED_STEPS)
+        if not (one / "heldout" / "base").exists():  # the base side of the held-out check: a run of its own
+            shutil.copytree(curriculum / "heldout" / "base", one / "heldout" / "base")
+        print(f"[one-shot] all pairs in one stage, at most {budget} steps (the curriculum's planned total), "
+              f"{peak.split('=')[0]}={peak.split('=')[1]}")
+        steps.pairs_step(one_cfg, one)
+        one_trained = steps.train_step(one_cfg, one)
+        steps.check_step(one_cfg, one)
 
-            result = compare(read_per_prompt(curriculum, "aligned"), read_per_prompt(one, "aligned"),
-                             cfg.eval.bootstrap, cfg.data.seed)
-            print("[compare] held-out prompts, one-shot − curriculum, paired by prompt (lower U is better):\n"
-                  + format_check(result, ("curriculum", "one-shot")))
-            (one / "heldout" / "vs_curriculum.json").write_text(json.dumps(
-                {"budget_steps": budget, "curriculum": result["base"], "one_shot": result["aligned"],
-                 "paired": result["paired"]}, indent=2))
-            if args.eval:
-                runs = {"vanilla": one / "vanilla", "one-shot": one.path, "three-stage": curriculum.path}
-                evaluate_model(cfg, cfg.models.policy, runs["vanilla"] / "eval", "vanilla")
-                evaluate_model(one_cfg, one_trained["aligned"], one / "eval", "one-shot", one_trained["aligned_hash"])
-                evaluate_model(cfg, trained["aligned"], curriculum / "eval", "three-stage", trained["aligned_hash"])
-                table = compare_evals([str(r) for r in runs.values()], one / "compare")
-                print(f"\n[compare] {table}\n" + Path(table).read_text())
-    except StepFailed as e:
-        print(f"curriculum_vs_oneshot: error: {e}", file=sys.stderr)
-        return 1
+        result = compare(read_per_prompt(curriculum, "aligned"), read_per_prompt(one, "aligned"),
+                         cfg.eval.bootstrap, cfg.data.seed)
+        print("[compare] held-out prompts, one-shot − curriculum, paired by prompt (lower U is better):\n"
+              + format_check(result, ("curriculum", "one-shot")))
+        (one / "heldout" / "vs_curriculum.json").write_text(json.dumps(
+            {"budget_steps": budget, "curriculum": result["base"], "one_shot": result["aligned"],
+             "paired": result["paired"]}, indent=2))
+        if args.eval:
+            runs = {"vanilla": one / "vanilla", "one-shot": one.path, "three-stage": curriculum.path}
+            evaluate_model(cfg, cfg.models.policy, runs["vanilla"] / "eval", "vanilla")
+            evaluate_model(one_cfg, one_trained["aligned"], one / "eval", "one-shot", one_trained["aligned_hash"])
+            evaluate_model(cfg, trained["aligned"], curriculum / "eval", "three-stage", trained["aligned_hash"])
+            table = compare_evals([str(r) for r in runs.values()], one / "compare")
+            print(f"\n[compare] {table}\n" + Path(table).read_text())
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry("curriculum_vs_oneshot", main))

@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # importable from a plain checkout
 
 from udasa_ray.config import Config
+from udasa_ray.errors import entry
 from udasa_ray.evaluate.compare import compare
 from udasa_ray.evaluate.tasks import TASKS
 from udasa_ray.methods import job, parser
@@ -50,4 +51,4 @@ def tables(base: Config, summaries: dict[str, dict], out: Path) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry("reproduce", main))

@@ -12,10 +12,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # importable from a plain checkout
 
 from udasa_ray import steps
-from udasa_ray.config import ConfigError, load_config
-from udasa_ray.data.ingest import IngestError
-from udasa_ray.errors import StepFailed
-from udasa_ray.models import ModelNotAvailable
+from udasa_ray.config import load_config
+from udasa_ray.errors import entry
 from udasa_ray.runs import RunDir
 from udasa_ray.tracking import tracked
 from udasa_ray.tune.sweep import sweep
@@ -29,24 +27,16 @@ def main() -> int:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. tune.search=optuna tune.num_samples=12")
     args = p.parse_args()
     args.config = args.config or ["configs/tiny-cpu.yaml"]
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"tune_thresholds: config error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, args.overrides)
     run = RunDir(args.run_dir or Path("runs") / Path(args.config[0]).stem)
-    try:
-        with run.hold("jobs/tune_thresholds.py"), tracked(cfg, run.path, "tune_thresholds") as tracker:
-            steps.ingest_step(cfg, run)
-            steps.generate_score_step(cfg, run)
-            result = sweep(cfg, run, args.fresh, tracker)
-    except (IngestError, ModelNotAvailable, StepFailed, ConfigError) as e:
-        print(f"tune_thresholds: error: {e}", file=sys.stderr)
-        return 1
+    with run.hold("jobs/tune_thresholds.py"), tracked(cfg, run.path, "tune_thresholds") as tracker:
+        steps.ingest_step(cfg, run)
+        steps.generate_score_step(cfg, run)
+        result = sweep(cfg, run, args.fresh, tracker)
     print(f"tune_thresholds: {result['finished']}/{result['trials']} trials finished; results in {run / 'tune'}"
           + (f"; best config {run / 'tune' / 'best.yaml'}" if result["best"] else ""))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry("tune_thresholds", main))

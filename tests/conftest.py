@@ -1,5 +1,8 @@
 """Shared fixtures: one local Ray, one bundled-model cache, one base-model stand-in and one finished
-tiny align run per test session."""
+tiny align run per test session; the repository root and the helpers that launch jobs.
+
+Tiers: a test that uses a model or Ray through these fixtures is marked `slow` here; tests that load a
+model or start Ray otherwise carry the mark themselves. `make test-fast` runs the rest."""
 
 from __future__ import annotations
 
@@ -15,6 +18,17 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# Fixtures that load a bundled model or start Ray: a test that uses any of them (directly or through another
+# fixture) is in the slow tier.
+SLOW_FIXTURES = {"model_cache", "ray_local"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -1,15 +1,15 @@
 """A base model (no chat template) as the cluster recipes use it (configs/llama7b.yaml: `prompt_template: alpaca`):
 the policy judge (RLAIF's labeller, the policy_judge scorers) and RLCD's two contrastive sides."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from udasa_ray.config import load_config
+from udasa_ray.errors import StepFailed
 from udasa_ray.generate.requests import build_requests, frame_prompt
 
-ROOT = Path(__file__).resolve().parent.parent
 LLAMA7B = ROOT / "configs" / "llama7b.yaml"
 PROMPTS = [{"prompt_id": "a1", "prompt": "Say hi."}, {"prompt_id": "b2", "prompt": "Name a colour."}]
 
@@ -103,7 +103,7 @@ def test_rlcd_says_when_every_pair_is_identical(tmp_path, monkeypatch):
             for p in PROMPTS]
     monkeypatch.setattr(step, "generate_subrun", lambda path, cfg, prompts: (pa.Table.from_pylist(rows), "h"))
     cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", ["pairs.method=rlcd"])
-    with pytest.raises(RuntimeError, match="identical") as e:
+    with pytest.raises(StepFailed, match="identical") as e:
         step.make_pairs(cfg, run)
     assert "2 valid" not in str(e.value)
 

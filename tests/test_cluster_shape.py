@@ -19,13 +19,12 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import ROOT
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ["--config", str(ROOT / "configs" / "llama7b.yaml"),
           "--config", str(ROOT / "tests" / "recipes" / "cluster-shape-cpu.yaml")]
 # The label maps of the models configs/llama7b.yaml names (their config.json on the Hugging Face hub).

@@ -19,6 +19,7 @@ import ray
 import ray.autoscaler
 import ray.util
 import yaml
+from conftest import ROOT
 from ray.autoscaler._private.node_provider_availability_tracker import NodeAvailabilitySummary
 from ray.autoscaler._private.resource_demand_scheduler import _default_utilization_scorer, get_nodes_for
 from ray.autoscaler._private.util import prepare_config, validate_config
@@ -30,7 +31,6 @@ from udasa_ray.generate import vllm
 from udasa_ray.train.phased import scaling_config
 from udasa_ray.uncertainty import pipeline as score_pipeline
 
-ROOT = Path(__file__).resolve().parent.parent
 CLUSTERS = ROOT / "clusters"
 LAUNCHERS = sorted(CLUSTERS.glob("*.yaml"))
 KUBERAY = CLUSTERS / "kuberay"

@@ -1,12 +1,11 @@
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from udasa_ray.cli import main
 from udasa_ray.config import Config, ConfigError, load_config, parse_override
 from udasa_ray.runs import section_hash
 
-ROOT = Path(__file__).parent.parent
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import ROOT
 
 from udasa_ray.config import JudgeConfig, load_config
 from udasa_ray.evaluate.compare import compare
@@ -36,8 +37,6 @@ from udasa_ray.evaluate.run import METRIC_SCHEMA, OFFLINE_JUDGES, offline_judgem
 from udasa_ray.evaluate.tasks import load_task
 from udasa_ray.pairs.rlaif import rlaif_pairs
 from udasa_ray.pairs.rlcd import rlcd_pairs
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _cfg(model_cache="~/.cache/udasa-ray", *extra):

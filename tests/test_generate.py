@@ -1,19 +1,16 @@
 import math
 import re
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import kill_after
+from conftest import ROOT, kill_after
 
 from udasa_ray import steps
 from udasa_ray.config import load_config
 from udasa_ray.generate.decode import SeededSampler
 from udasa_ray.generate.pipeline import read_responses
 from udasa_ray.runs import RunDir
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _pick(sampler, logits):

@@ -5,7 +5,8 @@ import ast
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).parent.parent
+from conftest import ROOT
+
 PKG = ROOT / "udasa_ray"
 
 

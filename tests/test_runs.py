@@ -6,10 +6,10 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from conftest import ROOT
 
 from udasa_ray.cli import main
 from udasa_ray.config import load_config
@@ -17,7 +17,6 @@ from udasa_ray.parts import CorruptPart, read_parts, write_part
 from udasa_ray.runs import RunDir
 from udasa_ray.steps import SHARED_STEPS
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "configs" / "tiny-cpu.yaml")
 HOLDER = """
 import sys

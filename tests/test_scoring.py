@@ -3,13 +3,12 @@
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import kill_after
+from conftest import ROOT, kill_after
 
 from udasa_ray import steps
 from udasa_ray.config import load_config
@@ -20,8 +19,6 @@ from udasa_ray.runs import RunDir
 from udasa_ray.uncertainty import backends
 from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA
 from udasa_ray.uncertainty.scorers import FactualScorer, SemanticScorer, ValueScorer, score_robust
-
-ROOT = Path(__file__).resolve().parent.parent
 
 GROUP = {
     "prompt_id": "p1", "prompt": "What is the capital of Australia?", "sample_idx": [0, 1, 2, 3],

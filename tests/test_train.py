@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import ROOT
 
 from udasa_ray.config import load_config
 from udasa_ray.data.ingest import ingest
@@ -20,7 +21,6 @@ from udasa_ray.runs import RunDir
 from udasa_ray.train.schedule import lr_at
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
 
 # A few steps of everything: short sequences, 2 warm-up and 2 decay steps, an evaluation every step.
 FAST = ["train.max_steps_per_stage=4", "train.batch_size=2", "train.max_length=64", "train.warmup_steps=2",

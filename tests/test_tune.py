@@ -17,6 +17,7 @@ from pathlib import Path
 import optuna
 import pyarrow as pa
 import pytest
+from conftest import ROOT
 
 from udasa_ray.config import ConfigError, load_config
 from udasa_ray.data.ingest import ingest
@@ -25,8 +26,6 @@ from udasa_ray.runs import RunDir, StepMissing
 from udasa_ray.tune.space import grid_points, optuna_space, spread_thresholds, trial_name
 from udasa_ray.uncertainty.fusion import fuse
 from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_grid_never_yields_an_invalid_or_duplicate_curriculum():

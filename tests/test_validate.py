@@ -1,13 +1,11 @@
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from udasa_ray.cli import main
 from udasa_ray.uncertainty.validate import KINDS, auroc, load_items
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_auroc():

@@ -5,9 +5,9 @@ import asyncio
 import dataclasses
 import sys
 import types
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from ray.llm._internal.batch.constants import vLLMTaskType
 from ray.llm._internal.batch.stages import ChatTemplateStage, TokenizeStage
 from ray.llm._internal.batch.stages.configs import ChatTemplateStageConfig, resolve_stage_config
@@ -17,7 +17,6 @@ from udasa_ray.config import load_config
 from udasa_ray.generate import vllm
 from udasa_ray.generate.requests import LISTWISE, build_requests, request_seed, split_listwise
 
-ROOT = Path(__file__).resolve().parent.parent
 LLAMA7B = ROOT / "configs" / "llama7b.yaml"
 PROMPTS = [{"prompt_id": "a1", "prompt": "Say hi."}, {"prompt_id": "b2", "prompt": "Name a colour, please."}]
 # Sampling settings unlike any recipe's, so a value that arrives was mapped, not a default.

@@ -10,16 +10,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from udasa_ray.config import Config, ConfigError, load_config
-from udasa_ray.data.ingest import IngestError
-from udasa_ray.errors import StepFailed
-from udasa_ray.models import ModelNotAvailable
+from udasa_ray.config import Config, load_config
+from udasa_ray.errors import entry
 from udasa_ray.runs import RunDir
 from udasa_ray.tracking import tracked
 
 CONFIG_HELP = "YAML recipe, then overlays such as configs/methods/rlaif.yaml (repeatable; default: built-in)"
-# What a command may fail with that is the user's to fix: printed as one line, exit status 1.
-USER_ERRORS = (IngestError, ModelNotAvailable, StepFailed, ConfigError, FileNotFoundError)
 
 STEPS = {
     "ingest": "read prompts: [INPUT] -> prompts.parquet + rejects.jsonl (INPUT: a file or hf:<dataset>; "
@@ -182,16 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             args.input = plain[0] if plain else None
             args.overrides = [a for a in args.overrides if a not in plain]
-        try:
-            cfg = load_config(args.config, args.overrides)
-        except ConfigError as e:
-            print(f"udasa: config error: {e}", file=sys.stderr)
-            return 2
-    try:
-        return handler(cfg, args) if takes_config else handler(args)
-    except USER_ERRORS as e:
-        print(f"udasa: error: {e}", file=sys.stderr)
-        return 1
+    return entry("udasa", lambda: handler(load_config(args.config, args.overrides), args) if takes_config
+                 else handler(args))
 
 
 if __name__ == "__main__":

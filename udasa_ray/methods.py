@@ -10,16 +10,12 @@ are kept in the shared directory too, so the transfer suffixes are optimised onc
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from udasa_ray import steps
 from udasa_ray.config import Config, ConfigError, load_config
-from udasa_ray.data.ingest import IngestError
-from udasa_ray.errors import StepFailed
 from udasa_ray.evaluate.run import evaluate_model, format_summary
-from udasa_ray.models import ModelNotAvailable
 from udasa_ray.report.run import write_report
 from udasa_ray.runs import RunDir
 from udasa_ray.tracking import Tracker, tracked
@@ -84,22 +80,12 @@ def job(prog: str, configs: list[str] | None, overrides: list[str], methods: lis
         finish: Callable[[Config, dict[str, dict]], None]) -> int:
     """A methods job: check the names, load each method's config, hold <out>/shared, run them all and
     `finish(base config, each method's evaluation summary)` (its tables), all inside the job's tracking run.
-    Returns the exit status: 0, 2 for bad names or config, 1 when a step failed (its reason printed as one
-    line)."""
+    Raises ConfigError for an unknown method or a bad config, StepFailed when a step failed."""
     if bad := unknown(methods):
-        print(f"{prog}: unknown method(s) {', '.join(bad)}; known: {', '.join(KNOWN)} "
-              "(overrides go before --methods)", file=sys.stderr)
-        return 2
-    try:
-        base, cfgs = load_methods(configs or ["configs/tiny-cpu.yaml"], overrides, methods)
-    except ConfigError as e:
-        print(f"{prog}: config error: {e}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"unknown method(s) {', '.join(bad)}; known: {', '.join(KNOWN)} (overrides go before "
+                          "--methods)")
+    base, cfgs = load_methods(configs or ["configs/tiny-cpu.yaml"], overrides, methods)
     shared = RunDir(out / "shared")
-    try:
-        with shared.hold(f"jobs/{prog}.py"), tracked(base, out, prog) as tracker:  # the shared run stands for the job
-            finish(base, run_methods(base, cfgs, out, shared, tracker))
-        return 0
-    except (IngestError, ModelNotAvailable, StepFailed) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 1
+    with shared.hold(f"jobs/{prog}.py"), tracked(base, out, prog) as tracker:  # the shared run stands for the job
+        finish(base, run_methods(base, cfgs, out, shared, tracker))
+    return 0

@@ -19,8 +19,10 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from udasa_ray.errors import UserError
 
-class ModelNotAvailable(RuntimeError):
+
+class ModelNotAvailable(UserError):
     """A bundled model's package is not installed; the message says what to install."""
 
 

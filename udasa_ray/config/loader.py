@@ -12,9 +12,14 @@ from typing import Any, Literal
 
 import yaml
 
+from udasa_ray.errors import UserError
 
-class ConfigError(ValueError):
-    """A config key is unknown, mistyped or impossible; the message names the key."""
+
+class ConfigError(UserError, ValueError):
+    """A config key is unknown, mistyped or impossible; the message names the key. Exit status 2."""
+
+    exit_code = 2
+    kind = "config error"
 
 
 def _type_name(tp: Any) -> str:

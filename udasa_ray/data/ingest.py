@@ -17,10 +17,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from udasa_ray.errors import UserError
+
 PROMPT_COLUMNS = ["prompt_id", "prompt", "instruction", "input", "reference", "position"]
 
 
-class IngestError(RuntimeError):
+class IngestError(UserError):
     """The input cannot be used at all (unreadable, unknown format, or no valid record)."""
 
 

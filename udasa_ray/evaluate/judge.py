@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from udasa_ray.config import JudgeConfig
+from udasa_ray.errors import UserError
 from udasa_ray.generate.vllm import engine_kwargs
 from udasa_ray.http import EndpointError, EndpointUnavailable, JSONClient
 from udasa_ray.models import resolve
@@ -58,7 +59,7 @@ _BRACKET = re.compile(r"\[\[\s*([^\]]*?)\s*\]\]")
 _RATING = re.compile(r"(?:rating|score)\s*[:=]?\s*\[?\s*(10|[1-9])(?:\.\d+)?\s*\]?\s*(?:/\s*10)?(?!\d)", re.IGNORECASE)
 
 
-class JudgeUnavailable(RuntimeError):
+class JudgeUnavailable(UserError):
     """The endpoint cannot be reached or refuses us (not one bad reply: every judgement would fail)."""
 
 
