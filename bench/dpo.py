@@ -73,7 +73,7 @@ def main() -> int:
     from transformers import AutoTokenizer
 
     from udasa_ray.ray_utils import init_ray
-    from udasa_ray.train.phased import fit_stages
+    from udasa_ray.train.step import fit_stages
 
     pairs = pq.read_table(pairs_file).to_pylist()[: a.pairs]
     base = resolve(cfg.models.policy, cfg.models.cache_dir)

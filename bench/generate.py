@@ -22,10 +22,10 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
-from udasa_ray import steps  # noqa: E402
 from udasa_ray.config import load_config  # noqa: E402
 from udasa_ray.generate.requests import chat_messages  # noqa: E402
 from udasa_ray.models import load_policy, pick_dtype, resolve  # noqa: E402
+from udasa_ray.pipeline import run_pipeline  # noqa: E402
 from udasa_ray.runs import RunDir  # noqa: E402
 
 
@@ -87,12 +87,12 @@ def main() -> None:
     resolve(cfg.models.policy, cfg.models.cache_dir)
     with tempfile.TemporaryDirectory() as d:
         run = RunDir(d)
-        steps.ingest_step(cfg, run)
+        run_pipeline(cfg, run, "ingest")
         prompts = pq.read_table(run / "prompts.parquet")["prompt"].to_pylist()[: a.prompts]
         from udasa_ray.ray_utils import init_ray
 
         init_ray(cfg.ray)  # Ray start-up is a once-per-job cost: not counted
-        stats = steps.generate_step(cfg, run)
+        stats = run_pipeline(cfg, run, "generate", since="generate")["generate"]
     pipe_tps = stats["tokens_this_run"] / stats["seconds"]
     tokens, secs = plain_loop(cfg, prompts)
     plain_tps = tokens / secs

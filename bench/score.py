@@ -22,12 +22,12 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import pyarrow as pa  # noqa: E402
 
-from udasa_ray import steps  # noqa: E402
 from udasa_ray.config import load_config  # noqa: E402
-from udasa_ray.generate.pipeline import read_responses  # noqa: E402
+from udasa_ray.generate.step import read_responses  # noqa: E402
+from udasa_ray.pipeline import run_pipeline  # noqa: E402
 from udasa_ray.runs import RunDir  # noqa: E402
-from udasa_ray.uncertainty.pipeline import group_responses  # noqa: E402
-from udasa_ray.uncertainty.scorers import FactualScorer, SemanticScorer, ValueScorer  # noqa: E402
+from udasa_ray.score.scorers import FactualScorer, SemanticScorer, ValueScorer  # noqa: E402
+from udasa_ray.score.step import group_responses  # noqa: E402
 
 
 def rate(scorer, groups: list[dict], batch: int) -> float:
@@ -63,7 +63,7 @@ def main() -> None:
         from udasa_ray.ray_utils import init_ray
 
         init_ray(cfg.ray)
-        st = steps.score_step(cfg, run)
+        st = run_pipeline(cfg, run, "score", since="score")["score"]
     rows[f"Ray Data scoring stage, all three ({cfg.scoring.factual.mode}), incl. actor start"] = (
         st["responses"] / st["seconds"])
     n = sum(len(g["response"]) for g in groups)

@@ -24,12 +24,12 @@ sys.path.insert(0, str(ROOT))
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from udasa_ray import steps  # noqa: E402
 from udasa_ray.config import load_config  # noqa: E402
 from udasa_ray.models import resolve  # noqa: E402
 from udasa_ray.parts import read_parts  # noqa: E402
+from udasa_ray.pipeline import run_pipeline  # noqa: E402
 from udasa_ray.runs import RunDir  # noqa: E402
-from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA  # noqa: E402
+from udasa_ray.score.step import SCORE_SCHEMA  # noqa: E402
 
 
 def timed(fn) -> float:  # noqa: ANN001
@@ -61,11 +61,11 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             apart, streamed = RunDir(Path(tmp) / "apart"), RunDir(Path(tmp) / "streamed")
-            steps.ingest_step(cfg, apart)
-            steps.ingest_step(cfg, streamed)
-            gen_s = timed(lambda: steps.generate_step(cfg, apart))
-            score_s = timed(lambda: steps.score_step(cfg, apart))
-            stream_s = timed(lambda: steps.generate_score_step(stream_cfg, streamed))
+            run_pipeline(cfg, apart, "ingest")
+            run_pipeline(cfg, streamed, "ingest")
+            gen_s = timed(lambda: run_pipeline(cfg, apart, "generate", since="generate"))
+            score_s = timed(lambda: run_pipeline(cfg, apart, "score", since="score"))
+            stream_s = timed(lambda: run_pipeline(stream_cfg, streamed, "score", since="generate"))
             n = read_parts(streamed / "scores", SCORE_SCHEMA).num_rows
     finally:
         ray.shutdown()

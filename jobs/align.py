@@ -1,7 +1,7 @@
 """The main job: `python jobs/align.py --config C` or `ray job submit -- python jobs/align.py ...`.
 
 Starts a local Ray, or joins the cluster named by RAY_ADDRESS. ingest -> generate -> score ->
-pairs + curriculum -> phased DPO -> held-out check of base vs aligned -> report. Every stage is
+pairs + curriculum -> phased DPO -> held-out check of base vs aligned -> report. Every step is
 resumable: a rerun skips what finished, and training resumes after its last finished stage.
 """
 
@@ -13,10 +13,9 @@ from pathlib import Path
 # from a plain checkout (as `ray job submit --working-dir .` ships it), installed or not.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from udasa_ray import steps
 from udasa_ray.config import load_config
 from udasa_ray.errors import entry
-from udasa_ray.report.run import write_report
+from udasa_ray.pipeline import run_pipeline
 from udasa_ray.runs import RunDir
 from udasa_ray.tracking import tracked
 
@@ -32,15 +31,7 @@ def main() -> int:
     cfg = load_config(args.config, args.overrides)
     run = RunDir(args.run_dir or Path("runs") / "-".join(Path(c).stem for c in args.config))
     with run.hold("jobs/align.py"), tracked(cfg, run.path, "align"):
-        steps.ingest_step(cfg, run)
-        if cfg.pairs.method == "udasa":
-            steps.generate_score_step(cfg, run)  # one streamed pipeline with scoring.stream
-        elif cfg.pairs.method == "rlaif":  # RLCD pairs come from their own contrastive generations
-            steps.generate_step(cfg, run)
-        steps.pairs_step(cfg, run)
-        trained = steps.train_step(cfg, run)
-        steps.check_step(cfg, run)
-        report = write_report(run)
+        done = run_pipeline(cfg, run)
     root = run.path.resolve()
     where = {
         "prompts (+ rejects with reasons)": "prompts.parquet, heldout.parquet, rejects.jsonl",
@@ -50,8 +41,8 @@ def main() -> int:
         "what ran with which config": "manifest.json",
         **({f"{cfg.tracking.backend} run": "tracking.json"} if cfg.tracking.backend != "none" else {}),
     }
-    print(f"align: done in {root}\n  aligned policy: {trained['aligned']}")
-    print("\n".join(f"  {k}: {v}" for k, v in where.items()) + f"\n  report: {report}")
+    print(f"align: done in {root}\n  aligned policy: {done['train']['aligned']}")
+    print("\n".join(f"  {k}: {v}" for k, v in where.items()) + f"\n  report: {done['report']}")
     return 0
 
 

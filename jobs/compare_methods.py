@@ -1,4 +1,4 @@
-"""Methods side by side (SPEC §7): `python jobs/compare_methods.py --config configs/tiny-cpu.yaml`.
+"""Methods side by side (docs/evaluation.md): `python jobs/compare_methods.py --config configs/tiny-cpu.yaml`.
 
 Each method is the base recipe plus an overlay from configs/methods/ (vanilla is the untrained
 policy, RAIN the same policy decoded by RAIN's search). Prompts, responses and scores are made once
@@ -12,10 +12,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # importable from a plain checkout
 
+from methods import job, parser
+
 from udasa_ray.config import Config
 from udasa_ray.errors import entry
 from udasa_ray.evaluate.compare import compare
-from udasa_ray.methods import job, parser
 
 
 def main() -> int:

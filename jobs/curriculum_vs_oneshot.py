@@ -21,12 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # importable from a plain checkout
 
-from udasa_ray import steps
+from udasa_ray.check.step import compare_sides, format_check, read_per_prompt
 from udasa_ray.config import load_config
 from udasa_ray.errors import entry
 from udasa_ray.evaluate.compare import compare as compare_evals
-from udasa_ray.evaluate.heldout import compare, format_check, read_per_prompt
-from udasa_ray.evaluate.run import evaluate_model
+from udasa_ray.evaluate.step import evaluate_model
+from udasa_ray.pipeline import SHARED_STEPS, run_pipeline
 from udasa_ray.runs import RunDir, StepMissing
 from udasa_ray.tracking import tracked
 
@@ -55,16 +55,14 @@ def main() -> int:
                                                       f"train.epochs_per_stage={float(budget)}", peak])
     one = RunDir(Path(args.out or f"{curriculum.path}-oneshot"))
     with one.hold("jobs/curriculum_vs_oneshot.py"), tracked(one_cfg, one.path, "curriculum_vs_oneshot"):
-        one.adopt(curriculum, steps.SHARED_STEPS)
+        one.adopt(curriculum, SHARED_STEPS)
         if not (one / "heldout" / "base").exists():  # the base side of the held-out check: a run of its own
             shutil.copytree(curriculum / "heldout" / "base", one / "heldout" / "base")
         print(f"[one-shot] all pairs in one stage, at most {budget} steps (the curriculum's planned total), "
               f"{peak.split('=')[0]}={peak.split('=')[1]}")
-        steps.pairs_step(one_cfg, one)
-        one_trained = steps.train_step(one_cfg, one)
-        steps.check_step(one_cfg, one)
+        one_trained = run_pipeline(one_cfg, one, "check", since="pairs")["train"]
 
-        result = compare(read_per_prompt(curriculum, "aligned"), read_per_prompt(one, "aligned"),
+        result = compare_sides(read_per_prompt(curriculum, "aligned"), read_per_prompt(one, "aligned"),
                          cfg.eval.bootstrap, cfg.data.seed)
         print("[compare] held-out prompts, one-shot − curriculum, paired by prompt (lower U is better):\n"
               + format_check(result, ("curriculum", "one-shot")))

@@ -15,11 +15,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # importable from a plain checkout
 
+from methods import job, parser
+
 from udasa_ray.config import Config
 from udasa_ray.errors import entry
 from udasa_ray.evaluate.compare import compare
 from udasa_ray.evaluate.tasks import TASKS
-from udasa_ray.methods import job, parser
 from udasa_ray.report import paper
 
 

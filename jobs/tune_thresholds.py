@@ -11,9 +11,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # importable from a plain checkout
 
-from udasa_ray import steps
 from udasa_ray.config import load_config
 from udasa_ray.errors import entry
+from udasa_ray.pipeline import run_pipeline
 from udasa_ray.runs import RunDir
 from udasa_ray.tracking import tracked
 from udasa_ray.tune.sweep import sweep
@@ -30,8 +30,7 @@ def main() -> int:
     cfg = load_config(args.config, args.overrides)
     run = RunDir(args.run_dir or Path("runs") / Path(args.config[0]).stem)
     with run.hold("jobs/tune_thresholds.py"), tracked(cfg, run.path, "tune_thresholds") as tracker:
-        steps.ingest_step(cfg, run)
-        steps.generate_score_step(cfg, run)
+        run_pipeline(cfg, run, "score")
         result = sweep(cfg, run, args.fresh, tracker)
     print(f"tune_thresholds: {result['finished']}/{result['trials']} trials finished; results in {run / 'tune'}"
           + (f"; best config {run / 'tune' / 'best.yaml'}" if result["best"] else ""))

@@ -19,7 +19,7 @@ PROMPTS = [{"prompt_id": "a1", "prompt": "Say hi."}, {"prompt_id": "b2", "prompt
 def test_policy_judge_on_a_base_model(base_model, model_cache, template):
     """With `alpaca` as configured, or `chat` on a tokenizer without a chat template (the judge falls
     back as the generator does), the judge gives label probabilities instead of raising."""
-    from udasa_ray.uncertainty.backends import PolicyJudge
+    from udasa_ray.score.backends import PolicyJudge
 
     judge = PolicyJudge(base_model, model_cache, prompt_template=template)
     p = judge.label_probs(["Is the sky blue? Answer yes or no.", "Is 2 + 2 = 5? Answer yes or no."], ["yes", "no"])
@@ -35,7 +35,7 @@ def test_policy_judge_reads_the_question_as_the_generator_frames_it(base_model, 
     import torch
 
     from udasa_ray.generate.selfeval import first_tokens
-    from udasa_ray.uncertainty.backends import PolicyJudge
+    from udasa_ray.score.backends import PolicyJudge
 
     judge = PolicyJudge(base_model, model_cache, prompt_template="alpaca")
     q = "Is Paris in France? Answer yes or no."
@@ -111,7 +111,7 @@ def test_rlcd_says_when_every_pair_is_identical(tmp_path, monkeypatch):
 def test_rlcd_answers_come_from_the_generator():
     """RLCD's answers are training data: with models.generator set (30B writes, 7B learns), both
     sides sample from it, and the policy that is trained stays the 7B."""
-    from udasa_ray.generate.pipeline import with_generator
+    from udasa_ray.generate.step import with_generator
     from udasa_ray.pairs.step import rlcd_sides
 
     overlay = LLAMA7B.parent / "llama30b-data-7b-policy.yaml"

@@ -28,8 +28,8 @@ from ray.llm._internal.batch.stages import vLLMEngineStage
 
 from udasa_ray.config import Config, load_config
 from udasa_ray.generate import vllm
-from udasa_ray.train.phased import scaling_config
-from udasa_ray.uncertainty import pipeline as score_pipeline
+from udasa_ray.score import step as score_step
+from udasa_ray.train.step import scaling_config
 
 CLUSTERS = ROOT / "clusters"
 LAUNCHERS = sorted(CLUSTERS.glob("*.yaml"))
@@ -127,7 +127,7 @@ def scorer_pools(cfg: Config) -> tuple[float, int, int]:
     """(CPUs, GPUs) of one scorer actor and how many run at once: the scorers' actor pools are stages of one
     Ray Data pipeline, all up together."""
     shapes, count = set(), 0
-    for _, kwargs in score_pipeline.scorer_pools(cfg):
+    for _, kwargs in score_step.scorer_pools(cfg):
         r = actor_resources(kwargs)
         shapes.add((r["CPU"], int(r["GPU"])))
         count += kwargs["compute"].max_size
@@ -314,9 +314,9 @@ def test_vllm_engine_asks_for_the_actor_resources(config: tuple[Path, ...], tp: 
 def test_scorer_actors_ask_for_the_scoring_actor_resources(config: tuple[Path, ...]) -> None:
     """`scoring.actor_resources` puts every scorer pool's actors on the node type that carries the label."""
     cfg = load_config(config, ["scoring.actor_resources={score_node: 1}"])
-    pools = [actor_resources(kwargs) for _, kwargs in score_pipeline.scorer_pools(cfg)]
+    pools = [actor_resources(kwargs) for _, kwargs in score_step.scorer_pools(cfg)]
     assert len(pools) == 3 and all(p["score_node"] == 1 for p in pools), pools
-    plain = [actor_resources(kwargs) for _, kwargs in score_pipeline.scorer_pools(load_config(config))]
+    plain = [actor_resources(kwargs) for _, kwargs in score_step.scorer_pools(load_config(config))]
     assert all(set(p) == {"CPU", "GPU"} for p in plain), plain
     assert [p["CPU"] for p in plain] == [p["CPU"] for p in pools]
 

@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from udasa_ray.curriculum.split import assign_stages, scale_delta, stage_members, stage_names
 from udasa_ray.pairs.build import build_pairs
-from udasa_ray.uncertainty.fusion import fuse, fusion_weights
-from udasa_ray.uncertainty.semantic import semantic_uncertainty
+from udasa_ray.pairs.split import assign_stages, scale_delta, stage_members, stage_names
+from udasa_ray.score.fusion import fuse, fusion_weights
+from udasa_ray.score.semantic import semantic_uncertainty
 
 
 def test_fusion_equal_inputs_give_that_value():
@@ -19,7 +19,7 @@ def test_fusion_equal_inputs_give_that_value():
 
 @pytest.mark.parametrize("u, expected", [((0.7, 0.2, 0.1), 0.406), ((0.2, 0.8, 0.1), 0.469), ((0.1, 0.2, 0.7), 0.406)])
 def test_fusion_matches_eq_5_6_on_table_3_rows(u, expected):
-    assert fuse(u) == pytest.approx(expected, abs=1e-3)  # SPEC truncates 0.40652 to 0.406
+    assert fuse(u) == pytest.approx(expected, abs=1e-3)  # Eq. 5-6 give 0.40652
 
 
 def test_fusion_symmetric_bounded_and_leaning_to_the_largest():
@@ -119,8 +119,8 @@ def test_disjoint_and_cumulative_members():
 def test_pure_modules_import_neither_ray_nor_torch():
     import subprocess
 
-    code = ("import sys, udasa_ray.uncertainty.fusion, udasa_ray.uncertainty.semantic, udasa_ray.pairs.build, "
-            "udasa_ray.curriculum.split; print(sorted({'ray', 'torch'} & set(sys.modules)))")
+    code = ("import sys, udasa_ray.score.fusion, udasa_ray.score.semantic, udasa_ray.pairs.build, "
+            "udasa_ray.pairs.split; print(sorted({'ray', 'torch'} & set(sys.modules)))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
 
 

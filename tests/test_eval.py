@@ -33,7 +33,7 @@ from udasa_ray.evaluate.metrics import (
     offline_helpfulness,
 )
 from udasa_ray.evaluate.registry import METRICS, NAMES
-from udasa_ray.evaluate.run import METRIC_SCHEMA, OFFLINE_JUDGES, offline_judgements, summarize
+from udasa_ray.evaluate.step import METRIC_SCHEMA, OFFLINE_JUDGES, offline_judgements, summarize
 from udasa_ray.evaluate.tasks import load_task
 from udasa_ray.pairs.rlaif import rlaif_pairs
 from udasa_ray.pairs.rlcd import rlcd_pairs
@@ -204,8 +204,8 @@ def test_gcg_lowers_the_target_loss_and_its_suffixes_resume(model_cache, tmp_pat
 def test_truthfulqa_hub_configs_join_and_lose_no_record(monkeypatch):
     """The hub's two TruthfulQA configs, joined by question: a generation record without its multiple-
     choice twin is an item of its own, one that fails to parse a reject, and a repeated id a reject."""
-    from udasa_ray.data.ingest import Raw
     from udasa_ray.evaluate import tasks
+    from udasa_ray.ingest.read import Raw
 
     gen = [Raw("row 0", {"question": "Q1?", "best_answer": "B", "correct_answers": ["B"], "incorrect_answers": ["X"]}),
            Raw("row 1", {"question": "Q2?", "best_answer": "C", "correct_answers": ["C"], "incorrect_answers": ["Y"]}),
@@ -394,12 +394,12 @@ def test_rlaif_labels_from_the_bundled_policy_cancel_its_position_bias(tmp_path,
     strong position bias (P("A") 0.70–0.90 whichever answer comes first). What the labeller must
     still get right: a pair's label does not depend on which response is sampled first, and the
     bias does not turn into confident labels."""
-    from udasa_ray.generate.pipeline import RESPONSE_SCHEMA
+    from udasa_ray.generate.step import RESPONSE_SCHEMA
     from udasa_ray.pairs.rlaif import COMPARE
     from udasa_ray.pairs.step import rlaif_from_run
     from udasa_ray.parts import write_part
     from udasa_ray.runs import RunDir
-    from udasa_ray.uncertainty.backends import PolicyJudge
+    from udasa_ray.score.backends import PolicyJudge
 
     tea, paris = "How do I make a cup of tea?", "What is the capital of France?"
     cases = {tea: ("Boil water, pour it over a tea bag in a cup, steep for three minutes, then remove the bag.",
@@ -504,8 +504,8 @@ def test_ablation_pairs_fuse_only_the_kept_dimensions(tmp_path):
     from udasa_ray.pairs.step import udasa_from_run
     from udasa_ray.parts import write_part
     from udasa_ray.runs import RunDir
-    from udasa_ray.uncertainty.fusion import fuse
-    from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA
+    from udasa_ray.score.fusion import fuse
+    from udasa_ray.score.step import SCORE_SCHEMA
 
     run = RunDir(tmp_path / "run")
     (run / "scores").mkdir()

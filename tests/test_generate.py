@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import ROOT, kill_after
 
-from udasa_ray import steps
 from udasa_ray.config import load_config
 from udasa_ray.generate.decode import SeededSampler
-from udasa_ray.generate.pipeline import read_responses
+from udasa_ray.generate.step import read_responses
+from udasa_ray.pipeline import run_pipeline
 from udasa_ray.runs import RunDir
 
 
@@ -51,7 +51,7 @@ def _cfg(model_cache, *extra):
 def first_run(tmp_path_factory, model_cache, ray_local):
     run = RunDir(tmp_path_factory.mktemp("gen") / "run")
     cfg = _cfg(model_cache)
-    steps.generate_step(cfg, run)
+    run_pipeline(cfg, run, "generate")
     return cfg, run
 
 
@@ -87,10 +87,10 @@ def _responses(run):
 def test_same_seed_same_responses(first_run, tmp_path, model_cache):
     cfg, run = first_run
     again = RunDir(tmp_path / "again")
-    steps.generate_step(cfg, again)
+    run_pipeline(cfg, again, "generate")
     assert _responses(again) == _responses(run)
     reseeded = RunDir(tmp_path / "reseeded")
-    steps.generate_step(_cfg(model_cache, "generation.seed=1"), reseeded)
+    run_pipeline(_cfg(model_cache, "generation.seed=1"), reseeded, "generate")
     assert _responses(reseeded).keys() == _responses(run).keys()
     assert _responses(reseeded) != _responses(run)
 
@@ -99,24 +99,24 @@ def test_same_seed_same_responses(first_run, tmp_path, model_cache):
 def test_killed_run_resumes_only_missing_rows(tmp_path, model_cache, ray_local, capsys):
     run = RunDir(tmp_path / "resume")
     cfg = _cfg(model_cache, "generation.batch_size=1")  # one part file per response
-    steps.generate_step(cfg, run)
+    run_pipeline(cfg, run, "generate")
     before = _responses(run)
     assert kill_after(run, "generate", "responses", keep=2) == 4
     capsys.readouterr()
-    stats = steps.generate_step(cfg, run)
+    stats = run_pipeline(cfg, run, "generate")["generate"]
     assert "resuming: 2 responses on disk, 2 to go" in capsys.readouterr().out
     assert stats["generated_this_run"] == 2 and stats["responses"] == 4
     assert _responses(run) == before
     # A finished step with a truncated part (a full disk): set aside, and only its row made again.
     part = sorted((run / "responses").glob("part-*.parquet"))[1]
     part.write_bytes(part.read_bytes()[:100])
-    stats = steps.generate_step(cfg, run)
+    stats = run_pipeline(cfg, run, "generate")["generate"]
     assert f"{part.name} cannot be read" in capsys.readouterr().out and stats["generated_this_run"] == 1
     assert _responses(run) == before and (part.parent / f".corrupt-{part.name}").exists()
     # Finished with the same config: skipped; a changed config regenerates from scratch.
-    steps.generate_step(cfg, run)
+    run_pipeline(cfg, run, "generate")
     assert "skipped" in capsys.readouterr().out
-    stats = steps.generate_step(_cfg(model_cache, "generation.batch_size=1", "generation.n=3"), run)
+    stats = run_pipeline(_cfg(model_cache, "generation.batch_size=1", "generation.n=3"), run, "generate")["generate"]
     assert stats["generated_this_run"] == 6 and stats["responses"] == 6
 
 
@@ -139,7 +139,7 @@ def test_sampler_head_shortcut_is_exact():
 def test_listwise_mode_parses_n_responses_or_records_why_not(tmp_path, model_cache, ray_local):
     run = RunDir(tmp_path / "listwise")
     cfg = _cfg(model_cache, "generation.mode=listwise", "generation.n=3", "generation.max_new_tokens=64")
-    stats = steps.generate_step(cfg, run)
+    stats = run_pipeline(cfg, run, "generate")["generate"]
     rows = read_responses(run / "responses").to_pylist()
     assert len(rows) == 6 and stats["generated_this_run"] == 6
     for pid in {r["prompt_id"] for r in rows}:
@@ -166,7 +166,7 @@ def test_generate_step_samples_from_the_generator_when_one_is_set(tmp_path, firs
     cfg, base_run = first_run
     weights = resolve(cfg.models.policy, model_cache)
     run = RunDir(tmp_path / "generator")
-    steps.generate_step(_cfg(model_cache, f"models.generator={weights}"), run)
+    run_pipeline(_cfg(model_cache, f"models.generator={weights}"), run, "generate")
     rows = read_responses(run / "responses").to_pylist()
     assert {r["model"] for r in rows} == {weights}
     assert {r["model"] for r in read_responses(base_run / "responses").to_pylist()} == {cfg.models.policy}
@@ -215,7 +215,7 @@ def test_decode_loop_samples_what_generate_would(model_cache):
 
 def _scores(run):
     from udasa_ray.parts import read_parts
-    from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA
+    from udasa_ray.score.step import SCORE_SCHEMA
 
     rows = read_parts(run / "scores", SCORE_SCHEMA).to_pylist()
     assert len(rows) == len({(r["prompt_id"], r["sample_idx"]) for r in rows})  # each response scored once
@@ -248,10 +248,10 @@ def test_streamed_generate_and_score_match_the_two_steps_and_resume(tmp_path, mo
     fit = ("generation.cpus_per_actor=1", "generation.batch_size=2", "scoring.cpus_per_actor=0.3",
            "scoring.batch_size=1")
     apart = RunDir(tmp_path / "apart")
-    steps.generate_score_step(_cfg(model_cache, *fit), apart)
+    run_pipeline(_cfg(model_cache, *fit), apart, "score")
     streamed = RunDir(tmp_path / "streamed")
     cfg = _cfg(model_cache, *fit, "scoring.stream=true")
-    steps.generate_score_step(cfg, streamed)
+    run_pipeline(cfg, streamed, "score")
     stream = streamed.step("generate")["stream"]
     assert stream["responses"] == stream["scored"] == 4 and stream["tokens"] > 0
     assert streamed.step("generate")["status"] == streamed.step("score")["status"] == "done"
@@ -261,20 +261,20 @@ def test_streamed_generate_and_score_match_the_two_steps_and_resume(tmp_path, mo
     # Killed after a prompt's responses and scores were written: the rerun streams the other prompt.
     pid = sorted(_responses(streamed))[-1][0]
     _killed(streamed, pid, ["responses", "scores"])
-    steps.generate_score_step(cfg, streamed)
+    run_pipeline(cfg, streamed, "score")
     assert streamed.step("generate")["stream"]["responses"] == 2
     assert _responses(streamed) == _responses(apart)
     _same_scores(streamed, apart)
     # Killed between a prompt's responses and its scores: nothing to stream; the score step scores it.
     _killed(streamed, pid, ["scores"])
     capsys.readouterr()
-    steps.generate_score_step(cfg, streamed)
+    run_pipeline(cfg, streamed, "score")
     assert "[score] resuming: 1 prompts on disk, 1 to go" in capsys.readouterr().out
     _same_scores(streamed, apart)
 
     # Generation (2 CPUs) and the scorers (3 x 0.5) of the default do not fit 2 CPUs at once: said, not hung.
     with pytest.raises(StepFailed, match=r"scoring.stream runs generation and scoring at once: 3.5 CPUs .* of 2 "):
-        steps.generate_score_step(_cfg(model_cache, "scoring.stream=true"), RunDir(tmp_path / "too-big"))
+        run_pipeline(_cfg(model_cache, "scoring.stream=true"), RunDir(tmp_path / "too-big"), "score")
 
 
 @pytest.mark.timeout(300)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from udasa_ray.evaluate.heldout import compare, format_check, per_prompt
+from udasa_ray.check.step import compare_sides, format_check, per_prompt
 from udasa_ray.evaluate.metrics import paired_difference, sign_flip_p
 
 
@@ -68,7 +68,7 @@ def test_per_prompt_metrics():
 def test_compare_and_table():
     base = per_prompt([_row(p, i, 0.5, f"answer {i}") for p in "abcdef" for i in range(3)], 0.5)
     aligned = per_prompt([_row(p, i, 0.4, "same answer") for p in "abcdef" for i in range(3)], 0.5)
-    c = compare(base, aligned, n_boot=500)
+    c = compare_sides(base, aligned, n_boot=500)
     assert c["base"]["U"] == pytest.approx(0.5) and c["aligned"]["U"] == pytest.approx(0.4)
     assert c["paired"]["U"]["mean"] == pytest.approx(-0.1) and c["paired"]["U"]["hi"] < 0
     assert c["paired"]["U"]["p"] == pytest.approx(2 / 64)  # 6 prompts, all the same sign
@@ -78,7 +78,7 @@ def test_compare_and_table():
 
 
 def test_length_correlation_separates_topic_from_length():
-    from udasa_ray.uncertainty.length import length_correlation, within_prompt_slope
+    from udasa_ray.score.length import length_correlation, within_prompt_slope
 
     rng = np.random.default_rng(1)
     groups = np.repeat([f"p{i}" for i in range(200)], 5)
@@ -97,7 +97,7 @@ def test_length_correlation_separates_topic_from_length():
 
 
 def test_chosen_shorter_by_stage():
-    from udasa_ray.uncertainty.length import chosen_shorter
+    from udasa_ray.score.length import chosen_shorter
 
     lengths = {("a", 0): 10, ("a", 1): 20, ("b", 0): 30, ("b", 1): 5, ("c", 0): 7, ("c", 1): 7}
     pairs = [{"prompt_id": "a", "chosen_idx": 0, "rejected_idx": 1, "stage": 1},
@@ -107,7 +107,7 @@ def test_chosen_shorter_by_stage():
 
 
 def test_length_matched_difference_removes_a_drop_that_only_shortening_explains():
-    from udasa_ray.evaluate.heldout import length_matched
+    from udasa_ray.check.step import length_matched
 
     rng = np.random.default_rng(2)
     rows = []
@@ -119,7 +119,7 @@ def test_length_matched_difference_removes_a_drop_that_only_shortening_explains(
                             | {"side": side, "u_sem": 0.3, "u_fact": 0.004 * n, "u_val": 0.1})
     base = per_prompt([r for r in rows if r["side"] == "base"], 0.5)
     aligned = per_prompt([r for r in rows if r["side"] == "aligned"], 0.5)
-    raw = compare(base, aligned, n_boot=500)["paired"]["U"]
+    raw = compare_sides(base, aligned, n_boot=500)["paired"]["U"]
     assert raw["hi"] < -0.04  # U fell by about 0.06 ...
     matched = length_matched(rows, base, aligned, n_boot=500)
     assert matched["U"]["slope_per_token"] == pytest.approx(0.004, abs=0.0005)

@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from udasa_ray.cli import main
-from udasa_ray.data.ingest import IngestError, ingest, prompt_id, read_records, split_heldout, to_prompt
+from udasa_ray.ingest.read import IngestError, ingest, prompt_id, read_records, split_heldout, to_prompt
 
 GOOD = [
     {"instruction": "Give three tips for staying healthy.", "input": "", "output": "Eat well."},
@@ -158,19 +158,20 @@ def test_hf_dataset_offline_fails_clearly(monkeypatch):
 
 
 def test_reingesting_other_prompts_invalidates_generation(tmp_path):
-    from udasa_ray import steps
     from udasa_ray.config import load_config
+    from udasa_ray.generate.step import GENERATE
+    from udasa_ray.pipeline import run_pipeline
     from udasa_ray.runs import RunDir
 
     cfg, run = load_config(), RunDir(tmp_path / "run")
     (tmp_path / "a.jsonl").write_text('{"instruction": "a"}\n')
     (tmp_path / "b.jsonl").write_text('{"instruction": "b"}\n')
-    steps.ingest_step(cfg, run, str(tmp_path / "a.jsonl"))
-    first = steps.generate_hash(cfg, run)
-    steps.ingest_step(cfg, run, str(tmp_path / "a.jsonl"), force=True)
-    assert steps.generate_hash(cfg, run) == first
-    steps.ingest_step(cfg, run, str(tmp_path / "b.jsonl"))
-    assert steps.generate_hash(cfg, run) != first
+    run_pipeline(cfg, run, "ingest", source=str(tmp_path / "a.jsonl"))
+    first = run.config_hash(GENERATE, cfg)
+    run_pipeline(cfg, run, "ingest", source=str(tmp_path / "a.jsonl"), force=True)
+    assert run.config_hash(GENERATE, cfg) == first
+    run_pipeline(cfg, run, "ingest", source=str(tmp_path / "b.jsonl"))
+    assert run.config_hash(GENERATE, cfg) != first
 
 
 def test_heldout_split_is_disjoint_seeded_and_order_free(tmp_path):

@@ -23,7 +23,7 @@ def import_graph() -> dict[str, set[str]]:
         deps: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("udasa_ray"):
-                for alias in node.names:  # `from udasa_ray import steps` names a module
+                for alias in node.names:  # `from udasa_ray import pipeline as steps` names a module
                     sub = f"{node.module}.{alias.name}"
                     deps.add(sub if sub in modules else node.module)
             elif isinstance(node, ast.Import):
@@ -71,29 +71,42 @@ def test_cycle_finder_finds_a_circle():
 
 def test_imports_run_one_way():
     graph = import_graph()
-    assert "udasa_ray.steps" in graph and graph["udasa_ray.tune.sweep"] >= {"udasa_ray.steps"}
+    assert "udasa_ray.pipeline" in graph and graph["udasa_ray.tune.sweep"] >= {"udasa_ray.pipeline"}
     assert cycles(graph) == []
 
 
 def test_steps_and_runs_do_not_import_entry_points():
     graph = import_graph()
-    for low in ("udasa_ray.runs", "udasa_ray.steps"):
+    for low in ("udasa_ray.runs", "udasa_ray.pipeline"):
         assert not any(d.startswith(("udasa_ray.cli", "udasa_ray.tune")) for d in graph[low]), (low, graph[low])
 
 
-def test_readme_layout_lists_the_package_tree():
-    """Every package module appears in the README's layout section, and every path it names exists."""
-    readme = (ROOT / "README.md").read_text()
-    layout = readme[readme.index("## Layout"):]
-    layout = layout[: layout.index("\n## ", 4)]
-    named = set(re.findall(r"[\w/]+\.py|[\w]+/", layout))
-    for p in PKG.rglob("*.py"):
-        rel = p.relative_to(PKG)
-        if rel.name == "__init__.py":
-            continue
-        assert rel.name in layout, f"README layout does not mention udasa_ray/{rel}"
-    for name in named:
-        if name.endswith(".py"):
-            found = [p for d in ("udasa_ray", "jobs", "bench", "tests") for p in (ROOT / d).rglob(Path(name).name)
-                     if p.as_posix().endswith(name)]
-            assert found, f"README layout names {name}, which does not exist"
+def layout_tree() -> set[str]:
+    """The files docs/layout.md's tree names, as paths from the repository root (a name ending in / opens a
+    folder; a line's indentation says which folder it is in)."""
+    text = (ROOT / "docs" / "layout.md").read_text()
+    block = text[text.index("```\n") + 4:]
+    block = block[: block.index("```")]
+    folders: list[tuple[int, str]] = []  # (indentation, path) of the open folders
+    files = set()
+    for line in block.splitlines():
+        if not line.strip() or not re.match(r"\s*[\w.]+/?(\s|$)", line):
+            continue  # a description's continuation
+        indent, name = len(line) - len(line.lstrip()), line.split()[0]
+        while folders and folders[-1][0] >= indent:
+            folders.pop()
+        path = f"{folders[-1][1]}/{name.rstrip('/')}" if folders else name.rstrip("/")
+        if name.endswith("/"):
+            folders.append((indent, path))
+        elif name.endswith(".py"):
+            files.add(path)
+    return files
+
+
+def test_layout_page_lists_the_code_tree():
+    """docs/layout.md's tree names every module of the package, jobs/ and tools/, and nothing that is not there."""
+    actual = {p.relative_to(ROOT).as_posix() for d in ("udasa_ray", "jobs", "tools") for p in (ROOT / d).rglob("*.py")
+              if p.name != "__init__.py"}
+    named = layout_tree()
+    assert not actual - named, f"docs/layout.md does not name {sorted(actual - named)}"
+    assert not named - actual, f"docs/layout.md names {sorted(named - actual)}, which do not exist"

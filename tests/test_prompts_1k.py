@@ -1,6 +1,6 @@
 """The bundled prompt set `bundled:prompts-1k`: it ingests cleanly, keeps the 80 prompts of
 `bundled:prompts` first, spreads over its categories, holds no duplicates, and is exactly what
-its generator (udasa_ray/data/make_prompts_1k.py) builds."""
+its generator (tools/make_prompts_1k.py) builds."""
 
 import json
 import re
@@ -9,8 +9,8 @@ from importlib import resources
 
 import pytest
 
-from udasa_ray.data import make_prompts_1k as gen
-from udasa_ray.data.ingest import ingest
+from tools import make_prompts_1k as gen
+from udasa_ray.ingest.read import ingest
 
 # Each category's minimum share of the set; harmful requests are also capped.
 MIN_SHARE = {

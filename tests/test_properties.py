@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from udasa_ray.cli import main
 from udasa_ray.config import Config, ConfigError, load_config
-from udasa_ray.data.ingest import IngestError, ingest
+from udasa_ray.ingest.read import IngestError, ingest
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -14,8 +14,8 @@ from conftest import ROOT
 from udasa_ray.cli import main
 from udasa_ray.config import load_config
 from udasa_ray.parts import CorruptPart, read_parts, write_part
-from udasa_ray.runs import RunDir
-from udasa_ray.steps import SHARED_STEPS
+from udasa_ray.pipeline import SHARED_STEPS
+from udasa_ray.runs import RunDir, Step
 
 TINY = str(ROOT / "configs" / "tiny-cpu.yaml")
 HOLDER = """
@@ -47,8 +47,8 @@ def test_a_second_job_on_a_run_stops_and_names_the_holder(tmp_path, capsys):
 def test_the_manifest_keeps_the_config_each_step_ran_with(tmp_path):
     run = RunDir(tmp_path)
     a, b = load_config(TINY, ["generation.n=2"]), load_config(TINY, ["generation.n=3"])
-    run.run_step("generate", a, "ha", lambda resume: {}, [])
-    run.run_step("score", b, "hb", lambda resume: {}, [])
+    run.run(Step("generate", reads=("generation",)), a, lambda resume: {})
+    run.run(Step("score", reads=("scoring",)), b, lambda resume: {})
     assert run.step("generate")["config"]["generation"]["n"] == 2
     assert run.step("score")["config"]["generation"]["n"] == 3
 
@@ -64,12 +64,13 @@ def test_an_unreadable_part_is_named_set_aside_and_its_rows_made_again(tmp_path,
             write_part(pa.table({"k": [k]}, schema=schema), out)
         return {"made": 3 - len(have)}
 
-    run.run_step("generate", cfg, "h", work, ["responses"])
+    step = Step("generate", reads=("generation",), outputs=("responses",))
+    run.run(step, cfg, work)
     part = sorted(out.glob("part-*.parquet"))[1]
     part.write_bytes(part.read_bytes()[:40])  # the disk filled up
     with pytest.raises(CorruptPart, match=f"{part.name} cannot be read"):
         read_parts(out, schema)
-    assert run.run_step("generate", cfg, "h", work, ["responses"]) == {"made": 1}
+    assert run.run(step, cfg, work) == {"made": 1}
     assert sorted(read_parts(out, schema)["k"].to_pylist()) == [0, 1, 2]
     assert (out / f".corrupt-{part.name}").exists() and "set aside" in capsys.readouterr().out
 
@@ -91,7 +92,7 @@ def test_adopt_takes_the_shared_steps_and_refreshes_a_changed_one(tmp_path):
             for out in outputs:
                 (src / out).write_text(text)
             return {}
-        src.run_step(name, cfg, "h", work, outputs, force=True)
+        src.run(Step(name, reads=("data",), outputs=tuple(outputs)), cfg, work, force=True)
 
     for name, outs in [("ingest", ["prompts.parquet", "rejects.jsonl"]), ("generate", ["responses"]),
                        ("score", ["scores"]), ("pairs", ["pairs"])]:
@@ -140,3 +141,37 @@ def test_a_failed_job_marks_its_tracking_run_failed_and_keeps_its_own_error(tmp_
             raise StepFailed("generation broke")
     run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(tracker.run_id)
     assert run.info.status == "FAILED" and run.data.metrics == {"ingest/prompts": 3.0}
+
+
+def test_a_run_made_before_the_step_protocol_keeps_its_finished_steps(tmp_path):
+    """tests/data/manifest-v0.1.json holds the hashes the code before the step protocol recorded for
+    configs/tiny-cpu.yaml: each main step, the three curriculum stages and the held-out sides' generation. The
+    protocol computes the same hashes, so such a run skips every finished step instead of redoing it."""
+    import json
+
+    from udasa_ray.generate.step import GENERATE, SUBRUN_GENERATE
+    from udasa_ray.ingest.read import ingest, split_heldout
+    from udasa_ray.ingest.step import INGEST
+    from udasa_ray.pairs.step import PAIRS
+    from udasa_ray.score.step import SCORE
+    from udasa_ray.train.step import stage_step
+
+    saved = json.loads((ROOT / "tests" / "data" / "manifest-v0.1.json").read_text())
+    cfg = load_config(ROOT / saved["config"])
+    run = RunDir(tmp_path / "old")
+    run.manifest_path.write_text(json.dumps(saved["manifest"]))
+    for step in (GENERATE, SCORE, PAIRS["udasa"]):
+        assert run.todo(step, run.config_hash(step, cfg)) is None, step.name
+    d = cfg.data
+    key = json.dumps([d.source, d.max_prompt_chars, d.hf_split, d.heldout_prompts, d.seed])
+    assert run.todo(INGEST, run.config_hash(INGEST, cfg, key=[key])) is None
+    stages = run.chain([stage_step(k, k == 1) for k in (1, 2, 3)], cfg)
+    assert [todo for *_, todo in stages] == [False, False, False]
+    # The held-out check's sides: the same prompts and settings, salted with the training behind the aligned side.
+    _, heldout = split_heldout(ingest(d.source, d.max_prompt_chars, d.hf_split)[0], d.heldout_prompts, d.seed)
+    prompts = json.dumps([[p["prompt_id"], p["prompt"]] for p in heldout])
+    for side, salt in (("base", ""), ("aligned", stages[-1][1])):
+        assert run.config_hash(SUBRUN_GENERATE, cfg, key=[prompts], salt=[salt]) == saved[f"heldout/{side}"]["generate"]
+    # A changed config section is not taken for the old one.
+    other = load_config(ROOT / saved["config"], ["generation.temperature=0.5"])
+    assert run.todo(GENERATE, run.config_hash(GENERATE, other)) is not None

@@ -10,15 +10,15 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, kill_after
 
-from udasa_ray import steps
 from udasa_ray.config import load_config
-from udasa_ray.generate.pipeline import RESPONSE_SCHEMA
+from udasa_ray.generate.step import RESPONSE_SCHEMA
 from udasa_ray.http import EndpointUnreachable
 from udasa_ray.parts import read_parts
+from udasa_ray.pipeline import run_pipeline
 from udasa_ray.runs import RunDir
-from udasa_ray.uncertainty import backends
-from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA
-from udasa_ray.uncertainty.scorers import FactualScorer, SemanticScorer, ValueScorer, score_robust
+from udasa_ray.score import backends
+from udasa_ray.score.scorers import FactualScorer, SemanticScorer, ValueScorer, score_robust
+from udasa_ray.score.step import SCORE_SCHEMA
 
 GROUP = {
     "prompt_id": "p1", "prompt": "What is the capital of Australia?", "sample_idx": [0, 1, 2, 3],
@@ -300,12 +300,12 @@ def _fake_run(tmp_path) -> RunDir:
 def test_score_and_pairs_stages_on_ray(tmp_path, model_cache, ray_local, capsys):
     run = _fake_run(tmp_path)
     cfg = _cfg(model_cache, "curriculum.thresholds=[0.5]", "scoring.batch_size=1")  # a part per prompt
-    stats = steps.score_step(cfg, run)
+    stats = run_pipeline(cfg, run, "score", since="score")["score"]
     first = read_parts(run / "scores", SCORE_SCHEMA).to_pylist()
     # Killed after two prompts: the rerun scores only the other two.
     assert kill_after(run, "score", "scores", keep=2) == 4
     capsys.readouterr()
-    stats = steps.score_step(cfg, run)
+    stats = run_pipeline(cfg, run, "score", since="score")["score"]
     assert "resuming: 2 prompts on disk, 2 to go" in capsys.readouterr().out and stats["scored_this_run"] == 6
     scores = read_parts(run / "scores", SCORE_SCHEMA).to_pylist()
     key = lambda r: (r["prompt_id"], r["sample_idx"])  # noqa: E731
@@ -323,7 +323,7 @@ def test_score_and_pairs_stages_on_ray(tmp_path, model_cache, ray_local, capsys)
         assert r["w_sem"] + r["w_fact"] + r["w_val"] == pytest.approx(1)
     assert by[("b", 2)]["U"] == max(by[("b", i)]["U"] for i in range(3))  # the wrong, rude answer
 
-    steps.pairs_step(cfg, run)
+    run_pipeline(cfg, run, "pairs", since="pairs")
     pairs = pq.read_table(run / "pairs" / "pairs.parquet").to_pylist()
     assert [p["prompt_id"] for p in pairs if p["prompt_id"] == "d"] == []  # one valid response: no pair
     assert {p["prompt_id"] for p in pairs} == {"a", "b", "c"}
@@ -338,8 +338,8 @@ def test_score_and_pairs_stages_on_ray(tmp_path, model_cache, ray_local, capsys)
             assert pq.read_table(run / "stages" / s["file"]).num_rows == s["pairs"]
     # Reruns: skipped; a changed curriculum redoes pairs only.
     capsys.readouterr()
-    steps.score_step(cfg, run)
-    steps.pairs_step(_cfg(model_cache, "curriculum.thresholds=[0.2, 0.6]"), run)
+    run_pipeline(cfg, run, "score", since="score")
+    run_pipeline(_cfg(model_cache, "curriculum.thresholds=[0.2, 0.6]"), run, "pairs", since="pairs")
     out = capsys.readouterr().out
     assert "[score] already done" in out and "stages: conservative" in out
     assert len(json.loads((run / "stages" / "summary.json").read_text())["stages"]) == 3

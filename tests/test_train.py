@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT
 
 from udasa_ray.config import load_config
-from udasa_ray.data.ingest import ingest
+from udasa_ray.ingest.read import ingest
 from udasa_ray.runs import RunDir
 from udasa_ray.train.schedule import lr_at
 
@@ -145,7 +145,7 @@ def test_stage_loop_on_two_ddp_workers_follows_the_schedule(tmp_path, model_cach
 
 @pytest.mark.timeout(600)
 def test_deepspeed_zero2_on_cpu_with_early_stop(tmp_path, model_cache, ray_local):
-    from udasa_ray.train.phased import train
+    from udasa_ray.train.step import train
 
     run = pairs_run(tmp_path / "run", [6])
     cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml",
@@ -177,7 +177,7 @@ def test_lora_stage_on_ray_train_merges_into_a_full_checkpoint(tmp_path, model_c
     import torch
     from safetensors.torch import load_file
 
-    from udasa_ray.train.phased import train
+    from udasa_ray.train.step import train
 
     run = pairs_run(tmp_path / "run", [8])
     cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml",
@@ -208,7 +208,7 @@ def test_lora_under_deepspeed_zero2_on_cpu(tmp_path, model_cache, ray_local):
     import torch
     from safetensors.torch import load_file
 
-    from udasa_ray.train.phased import train
+    from udasa_ray.train.step import train
 
     run = pairs_run(tmp_path / "run", [4])
     cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml",
@@ -227,7 +227,7 @@ def test_lora_under_deepspeed_zero2_on_cpu(tmp_path, model_cache, ray_local):
 def test_runs_sharing_a_configured_work_dir_keep_their_own_training_files(tmp_path):
     """`train.work_dir` is one folder for every run (the cluster configs put it on shared storage): each run's stage
     data goes into its own subfolder there, so a second run does not overwrite the first one's files."""
-    from udasa_ray.train.phased import planned_stages, stage_job
+    from udasa_ray.train.step import planned_stages, stage_job
 
     shared = tmp_path / "shared-work"
     cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", [*FAST, f"train.work_dir={shared}"])
@@ -257,7 +257,7 @@ def test_runs_sharing_a_configured_work_dir_keep_their_own_training_files(tmp_pa
 def test_a_failed_stage_names_its_worker_error(tmp_path, monkeypatch):
     """A worker's exception reaches the user as one line naming it and what to do, not a traceback."""
     from udasa_ray.errors import StepFailed
-    from udasa_ray.train import phased
+    from udasa_ray.train import step
     from udasa_ray.train.job import StageJob
 
     class Trainer:  # Ray Train's TorchTrainer as it fails: the error carries each rank's traceback
@@ -275,31 +275,32 @@ def test_a_failed_stage_names_its_worker_error(tmp_path, monkeypatch):
                    precompute=True, eval_steps=1, patience=1, reward_saturation=1.0, dtype="float32", seed=0,
                    threads=1, deepspeed=None)
     with pytest.raises(StepFailed) as e:
-        phased.fit_stages(load_config(None), [job], tmp_path / "ray")
+        step.fit_stages(load_config(None), [job], tmp_path / "ray")
     assert str(e.value).startswith("stage 2 (moderate) failed on Ray Train: IndexError: pop from an empty deque")
     assert "finished stages are kept" in str(e.value)
 
 
 def test_a_stage_published_by_a_killed_job_counts_as_done_only_with_its_hash(tmp_path):
     """A job killed after its Train run published stage 1 left the manifest at "running": the rerun records the
-    stage as done from its stage.json, but only when that holds the stage's own config hash."""
+    stage as done from its stage.json, but only when that holds the stage's own hash."""
     from udasa_ray.train.job import published
-    from udasa_ray.train.phased import _finished
+    from udasa_ray.train.step import stage_step
 
     run = pairs_run(tmp_path / "run", [4])
-    out = run / "train" / "stage_1"
+    step = stage_step(1, first=True)
+    out = run / step.outputs[0]
     out.mkdir(parents=True)
-    run.update_step("train_stage_1", status="running", config_hash="h1")
-    assert published(out, "h1") is None and not _finished(run, "train_stage_1", "h1", out, False)
-    (out / "stage.json").write_text(json.dumps({"stage": 1, "config_hash": "h0", "steps": 3}))
-    assert published(out, "h1") is None and not _finished(run, "train_stage_1", "h1", out, False)
-    assert run.step("train_stage_1")["status"] == "running"
-    (out / "stage.json").write_text(json.dumps({"stage": 1, "config_hash": "h1", "steps": 3}))
+    run.update_step(step.name, status="running", config_hash="h1")
+    assert published(out, "h1") is None and run.todo(step, "h1") is not None
+    (out / "stage.json").write_text(json.dumps({"stage": 1, "step_hash": "h0", "steps": 3}))
+    assert published(out, "h1") is None and run.todo(step, "h1") is not None
+    assert run.step(step.name)["status"] == "running"
+    (out / "stage.json").write_text(json.dumps({"stage": 1, "step_hash": "h1", "steps": 3}))
     assert published(out, "h1")["steps"] == 3
-    assert not _finished(run, "train_stage_1", "h1", out, True)  # --force retrains it
-    assert not _finished(run, "train_stage_1", "h2", out, False)  # another config: not this stage
-    assert _finished(run, "train_stage_1", "h1", out, False)
-    assert run.step("train_stage_1")["status"] == "done" and run.step("train_stage_1")["stats"]["steps"] == 3
+    assert run.todo(step, "h1", force=True) is not None  # --force retrains it
+    assert run.todo(step, "h2") is not None  # another config: not this stage
+    assert run.todo(step, "h1") is None
+    assert run.step(step.name)["status"] == "done" and run.step(step.name)["stats"]["steps"] == 3
 
 
 @pytest.mark.timeout(300)
@@ -315,7 +316,7 @@ def test_stage_loss_types_reach_trl(tmp_path, model_cache):
     from udasa_ray.config.validate import DPO_LOSSES
     from udasa_ray.models import resolve
     from udasa_ray.train.dpo import dpo_args, train_stage
-    from udasa_ray.train.phased import planned_stages, stage_job
+    from udasa_ray.train.step import planned_stages, stage_job
 
     assert set(re.findall(r'loss_type == "(\w+)"', inspect.getsource(trl.trainer.dpo_trainer))) == set(DPO_LOSSES)
     run = pairs_run(tmp_path / "run", [4, 4])
@@ -353,7 +354,7 @@ def test_reference_log_probs_come_once_per_reference_and_only_for_batches_traine
 
     from udasa_ray.models import resolve
     from udasa_ray.train import dpo
-    from udasa_ray.train.phased import planned_stages, stage_job
+    from udasa_ray.train.step import planned_stages, stage_job
 
     calls = []  # (stage, pairs in the batch, whether the model was the trainer's reference)
     compute = dpo.PhasedDPOTrainer.compute_ref_log_probs
@@ -394,7 +395,7 @@ def test_wandb_offline_runs_for_the_job_and_each_stage(tmp_path, model_cache):
     from udasa_ray.models import resolve
     from udasa_ray.tracking import tracked
     from udasa_ray.train.dpo import train_stage
-    from udasa_ray.train.phased import planned_stages, stage_job
+    from udasa_ray.train.step import planned_stages, stage_job
 
     run = pairs_run(tmp_path / "run", [4])
     cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", [*FAST, "tracking.backend=wandb"])

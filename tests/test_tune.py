@@ -20,12 +20,12 @@ import pytest
 from conftest import ROOT
 
 from udasa_ray.config import ConfigError, load_config
-from udasa_ray.data.ingest import ingest
+from udasa_ray.ingest.read import ingest
 from udasa_ray.parts import write_part
 from udasa_ray.runs import RunDir, StepMissing
+from udasa_ray.score.fusion import fuse
+from udasa_ray.score.step import SCORE_SCHEMA
 from udasa_ray.tune.space import grid_points, optuna_space, spread_thresholds, trial_name
-from udasa_ray.uncertainty.fusion import fuse
-from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA
 
 
 def test_grid_never_yields_an_invalid_or_duplicate_curriculum():

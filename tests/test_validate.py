@@ -5,7 +5,7 @@ import pytest
 from conftest import ROOT
 
 from udasa_ray.cli import main
-from udasa_ray.uncertainty.validate import KINDS, auroc, load_items
+from udasa_ray.score.auroc import KINDS, auroc, load_items
 
 
 def test_auroc():
@@ -57,13 +57,13 @@ def test_validation_scores_what_the_score_stage_computes(model_cache, monkeypatc
     import pyarrow as pa
 
     from udasa_ray.config import load_config
-    from udasa_ray.uncertainty.backends import AegisNLI
+    from udasa_ray.score.backends import AegisNLI
 
     # The int8 NLI model's scores move a little with the pairs in the same run (AegisNLI.CHUNK), and
     # validation asks for fewer pairs than the stage computes: one pair a run makes both exact.
     monkeypatch.setattr(AegisNLI, "CHUNK", 1)
-    from udasa_ray.uncertainty.scorers import SCORERS
-    from udasa_ray.uncertainty.validate import scorers
+    from udasa_ray.score.auroc import scorers
+    from udasa_ray.score.scorers import SCORERS
 
     cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", [f"models.cache_dir={model_cache}"])
     items = [it for it in load_items() if it["dimension"] in ("factual", "value")][::5]

@@ -309,7 +309,7 @@ def test_llm_judgements_judge_every_task_through_the_served_judge(ray_local, mon
     """evaluate.run.llm_judgements with the vllm judge: one judgement per kind and answer (sentiment's
     "positive" too), true + informative from the two, answers that failed to generate not judged."""
     from udasa_ray.evaluate.judge import VLLMJudge, from_judge_output, to_judge_request
-    from udasa_ray.evaluate.run import llm_judgements
+    from udasa_ray.evaluate.step import llm_judgements
 
     cfg = load_config(LLAMA7B, ["eval.judge.backend=vllm", "eval.judge.model=judge"])
 

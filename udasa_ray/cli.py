@@ -71,23 +71,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _step(cfg: Config, args: argparse.Namespace) -> int:
-    from udasa_ray import steps
+    from udasa_ray.pipeline import run_pipeline
 
     run = RunDir(args.run_dir)
     with run.hold(f"udasa {args.command}"), tracked(cfg, run.path, f"udasa {args.command}") as tracker:
-        if args.command == "ingest":
-            steps.ingest_step(cfg, run, args.input, args.force)
-        elif args.command == "tune":
+        if args.command == "tune":
             from udasa_ray.tune.sweep import sweep
 
             sweep(cfg, run, fresh=args.force, tracker=tracker)
         else:
-            getattr(steps, f"{args.command}_step")(cfg, run, args.force)
+            run_pipeline(cfg, run, args.command, since=args.command, force=args.force, source=args.input)
     return 0
 
 
 def _eval(cfg: Config, args: argparse.Namespace) -> int:
-    from udasa_ray.evaluate.run import evaluate_model, format_summary
+    from udasa_ray.evaluate.step import evaluate_model, format_summary
 
     trained = Path(args.model) / "train" / "summary.json"
     if trained.exists():  # a run directory: its aligned policy, salted with what trained it
@@ -112,7 +110,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from udasa_ray.report.run import write_report
+    from udasa_ray.report.step import write_report
 
     print(f"report: {write_report(RunDir.existing(args.run_dir))}")
     return 0
@@ -134,7 +132,7 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _validate_scorers(cfg: Config, args: argparse.Namespace) -> int:
-    from udasa_ray.uncertainty.validate import run_validation
+    from udasa_ray.score.auroc import run_validation
 
     table = run_validation(cfg, args.data)
     print(table)

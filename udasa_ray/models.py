@@ -112,7 +112,7 @@ def _extract_zip(zf: Path, out: Path) -> None:
 
 def pick_dtype(dtype: str) -> str:
     """Resolve "auto": bf16 where the hardware computes it natively (a GPU, or a CPU with
-    AVX512-BF16/AMX, where it measured 2x faster than fp32), else fp32 (emulated bf16 is slow)."""
+    AVX512-BF16/AMX, where it generates about 2x faster than fp32), else fp32 (emulated bf16 is slow)."""
     if dtype != "auto":
         return dtype
     import torch

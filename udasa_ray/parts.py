@@ -1,7 +1,7 @@
 """Parquet part files: a step writes each finished batch atomically, so a kill loses no batch.
 
 A part that cannot be read (truncated by a full disk, or by a crash before its data reached the
-disk) is never read as data: `read_parts` names it, and `RunDir.run_step` sets it aside so the
+disk) is never read as data: `read_parts` names it, and `RunDir.run` sets it aside so the
 step's rerun makes its rows again."""
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ def init_ray(cfg: RayConfig) -> None:
     if not local_ray(cfg):
         ray.init(address=cfg.address or os.environ.get("RAY_ADDRESS"), log_to_driver=True)
         return
-    # A local Ray needs no auth token, and must listen on loopback only (see STACK.md).
+    # A local Ray needs no auth token, and must listen on loopback only.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     # Ray Train's print patch logs what libraries print into a captured stdout too: `datasets` hashing TRL's

@@ -1,9 +1,13 @@
-"""A run directory: every artifact between pipeline steps, plus a manifest of which step finished
-with which config hash.
+"""A run directory and the step protocol: every artifact between pipeline steps, plus a manifest of
+which step finished with which config hash.
 
-A finished step is skipped when rerun with the same config hash, so a crashed or extended
-pipeline picks up where it stopped; `--force` redoes a step. A step's hash covers the config
-sections it reads and the hash of the step whose output it reads (`chain_hash`).
+A `Step` declares its name, the config sections it reads, the steps of the run whose outputs it
+reads and its own outputs; `RunDir.run` runs it: skipped when it finished with the same hash,
+resumed when an attempt with that hash was cut, redone (outputs cleared) otherwise or with
+`force`, its stats recorded. A step's hash is `step_hash` of what it depends on: anything else it
+reads (an input file's fingerprint, a sub-run's prompts), its config sections, and the hashes of
+the steps it reads. Curriculum stages (`train_stage_<k>`), the held-out check's sides and the
+evaluation's judging are steps too, in the run or in a sub-run directory of their own.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +71,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def chain(own: str, upstream_hash: str) -> str:
-    """The hash of a step whose own config sections hash to `own` and whose input was made with `upstream_hash`."""
-    return hashlib.sha256((own + upstream_hash).encode()).hexdigest()[:16]
+def step_hash(*parts: str) -> str:
+    """The one hash of a step, over the parts it depends on, in order."""
+    return hashlib.sha256("".join(parts).encode()).hexdigest()[:16]
 
 
 def section_hash(cfg: Config, *sections: str) -> str:
@@ -84,6 +89,30 @@ def section_hash(cfg: Config, *sections: str) -> str:
             d[section].pop(key)
     blob = json.dumps({s: d[s] for s in sections}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Step:
+    """A pipeline step (or a sub-step: a curriculum stage, a side of the held-out check).
+
+    `reads`: the config sections its output depends on; `after`: the steps of the same run whose
+    outputs it reads (each must have finished; their hashes chain into this one's); `outputs`: what
+    it writes, relative to the run directory (cleared when it is redone); `published`: for a step
+    whose result can land on disk before the manifest records it (a stage a Ray Train worker
+    published when the job was killed), its stats given the outputs' path and the hash, or None;
+    `substeps`: a step made of sub-steps that decide for themselves what is left (the curriculum
+    stages of the train step), so its work runs every time, quickly when they are all done."""
+
+    name: str
+    reads: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    published: Callable[[Path, str], dict[str, Any] | None] | None = None
+    substeps: bool = False
+
+
+def _skipped(step: Step, config_hash: str) -> None:
+    print(f"[{step.name}] already done with config {config_hash}: skipped (--force to redo)")
 
 
 class RunDir:
@@ -150,27 +179,35 @@ class RunDir:
     def step(self, name: str) -> dict[str, Any]:
         return self.manifest()["steps"].get(name, {})
 
+    def made_with(self, name: str) -> str:
+        """The hash step `name` was made with."""
+        return self.step(name)["config_hash"]
+
     def require(self, name: str, command: str) -> None:
         """Raise StepMissing unless step `name` finished; `command` is the `udasa` one that makes it."""
         if self.step(name).get("status") != "done":
             raise StepMissing(f"{self.path} has no finished '{name}' step: run `udasa {command}` first")
 
-    def chain_hash(self, own: str, upstream: str) -> str:
-        """A step's hash: its own config sections' hash plus the hash its input was made with."""
-        return chain(own, self.step(upstream)["config_hash"])
+    def config_hash(self, step: Step, cfg: Config, key: Sequence[str] = (), salt: Sequence[str] = ()) -> str:
+        """`step`'s hash: `key` (what else it reads, e.g. an input's fingerprint), its config sections, the
+        hashes of the steps it reads (`after`), then `salt` (the hash of an input made elsewhere: the stage
+        before, the training behind a policy)."""
+        own = [section_hash(cfg, *step.reads)] if step.reads else []
+        return step_hash(*key, *own, *(self.step(name)["config_hash"] for name in step.after), *salt)
 
-    def adopt(self, src: RunDir, steps: Mapping[str, list[str]]) -> list[str]:
-        """Take `src`'s finished `steps` (name -> outputs), their outputs and manifest entries, where this
-        run lacks them or holds another version (a changed config, a rerun): runs that share their early
-        steps (methods, sweep trials) start from the same data, and never from a stale copy. Only these
-        steps' entries are taken, never `src`'s later steps. Returns the steps taken."""
+    def adopt(self, src: RunDir, steps: Sequence[Step]) -> list[str]:
+        """Take `src`'s finished `steps`, their outputs and manifest entries, where this run lacks them or
+        holds another version (a changed config, a rerun): runs that share their early steps (methods,
+        sweep trials) start from the same data, and never from a stale copy. Only these steps' entries are
+        taken, never `src`'s later steps. Returns the names of the steps taken."""
         m = self.manifest()
         taken = []
-        for name, outputs in steps.items():
+        for step in steps:
+            name = step.name
             entry = src.step(name)
             if entry.get("status") != "done" or m["steps"].get(name) == entry:
                 continue
-            for out in outputs:
+            for out in step.outputs:
                 have, theirs = self.path / out, src.path / out
                 shutil.rmtree(have) if have.is_dir() else have.unlink(missing_ok=True)
                 if theirs.exists():
@@ -194,42 +231,76 @@ class RunDir:
         m["steps"].setdefault(name, {}).update(fields)
         self._write(m)
 
-    def begin_step(self, name: str, cfg: Config, config_hash: str, outputs: list[str], force: bool = False
-                   ) -> bool | None:
-        """Mark the step running with this config hash; None if it already finished with it.
-
-        Returns `resume`: True when an unfinished attempt with the same hash left outputs behind;
-        otherwise stale outputs are removed first.
-        """
-        prev = self.step(name)
+    def todo(self, step: Step, config_hash: str, force: bool = False) -> bool | None:
+        """None when `step` finished with `config_hash` (recorded so, or published on disk by a job killed
+        before it could record it); else whether an attempt with this hash left outputs to resume from."""
+        prev = self.step(step.name)
         same = not force and prev.get("config_hash") == config_hash
-        repaired = same and self._set_aside_unreadable(name, outputs)
+        repaired = same and self._set_aside_unreadable(step.name, list(step.outputs))
+        if same and prev.get("status") != "done" and step.published:
+            stats = step.published(self.path / step.outputs[0], config_hash)
+            if stats is not None:
+                self.update_step(step.name, status="done", finished=time.time(), stats=stats)
+                prev = self.step(step.name)
         if same and prev.get("status") == "done" and not repaired:
             return None
-        resume = same and (prev.get("status") == "running" or repaired)
+        return same and (prev.get("status") == "running" or repaired)
+
+    def start(self, step: Step, cfg: Config, config_hash: str, resume: bool) -> None:
+        """Mark `step` running with this hash; its outputs are cleared first unless it resumes."""
         if not resume:
-            for out in outputs:
+            for out in step.outputs:
                 p = self.path / out
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        self.update_step(name, status="running", config_hash=config_hash, config=cfg.to_dict(),
-                         started=time.time(), outputs=outputs)
-        return resume
+        self.update_step(step.name, status="running", config_hash=config_hash, config=cfg.to_dict(),
+                         started=time.time(), outputs=list(step.outputs))
 
-    def run_step(
-        self,
-        name: str,
-        cfg: Config,
-        config_hash: str,
-        fn: Callable[[bool], dict[str, Any]],
-        outputs: list[str],
-        force: bool = False,
-    ) -> dict[str, Any]:
-        """Run `fn(resume)` unless the step already finished with this config hash (begin_step).
-        Returns the step's stats."""
-        resume = self.begin_step(name, cfg, config_hash, outputs, force)
+    def finish(self, step: Step, stats: dict[str, Any]) -> None:
+        self.update_step(step.name, status="done", finished=time.time(), stats=stats)
+
+    def run(self, step: Step, cfg: Config, work: Callable[[bool], dict[str, Any]], force: bool = False,
+            key: Sequence[str] = (), salt: Sequence[str] = ()) -> dict[str, Any]:
+        """Run `work(resume)` for `step` unless it finished with the same hash (see `todo`); returns its stats.
+        The steps it reads must have finished."""
+        for name in step.after:
+            self.require(name, name)
+        config_hash = self.config_hash(step, cfg, key, salt)
+        resume = True if step.substeps else self.todo(step, config_hash, force)
         if resume is None:
-            print(f"[{name}] already done with config {config_hash}: skipped (--force to redo)")
-            return self.step(name).get("stats", {})
-        stats = fn(resume)
-        self.update_step(name, status="done", finished=time.time(), stats=stats)
+            _skipped(step, config_hash)
+            return self.step(step.name).get("stats", {})
+        self.start(step, cfg, config_hash, resume)
+        stats = work(resume)
+        self.finish(step, stats)
         return stats
+
+    def chain(self, steps: Sequence[Step], cfg: Config, force: bool = False) -> list[tuple[Step, str, bool]]:
+        """Sub-steps that each read the one before (the first reads its `after` steps): each with its hash and
+        whether it is to do. Once one is to do, so is every one after it."""
+        out: list[tuple[Step, str, bool]] = []
+        todo = False
+        for step in steps:
+            config_hash = self.config_hash(step, cfg, salt=[out[-1][1]] if out else [])
+            todo = todo or self.todo(step, config_hash, force) is not None
+            if not todo:
+                _skipped(step, config_hash)
+            out.append((step, config_hash, todo))
+        return out
+
+    def stream(self, steps: Sequence[Step], cfg: Config, work: Callable[[], dict[str, Any]], force: bool = False
+               ) -> None:
+        """Steps that each read the one before, made together by one `work()` (generation streamed into
+        scoring): each is begun (a later one afresh when the one before starts afresh), `work` runs once and
+        its stats are kept in the first step's entry as `stream`; each step then finishes through `run`,
+        which resumes it and makes whatever `work` left. Nothing runs when the first step already finished."""
+        resume: bool | None = True
+        for i, step in enumerate(steps):
+            config_hash = self.config_hash(step, cfg)
+            resume = self.todo(step, config_hash, force or not resume)
+            if resume is None:
+                if i == 0:
+                    return
+                continue
+            self.start(step, cfg, config_hash, resume)
+        if stats := work():
+            self.update_step(steps[0].name, stream=stats)

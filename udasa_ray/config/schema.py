@@ -103,7 +103,7 @@ class FactualConfig:
     backend: Literal["aegis_onnx", "hf_nli", "policy_judge"] = "aegis_onnx"
     mode: Literal["paper", "cross_response"] = "cross_response"
     model: str = "bundled:aegis-nli"
-    threads: int = 2  # ONNX intra-op threads: 17 -> 34 pairs/s from 1 to 2 on this machine
+    threads: int = 2  # ONNX intra-op threads
 
 
 @dataclass
@@ -139,7 +139,7 @@ class ScoringConfig:
 
 @dataclass
 class CurriculumConfig:
-    # K stages from K - 1 increasing thresholds on the Δu scale (SPEC §5).
+    # K stages from K - 1 increasing thresholds on the Δu scale (docs/method.md).
     thresholds: list[float] = field(default_factory=lambda: [0.4, 0.7])
     scale: Literal["minmax", "raw", "quantile"] = "minmax"
     cumulative: bool = False
@@ -148,7 +148,7 @@ class CurriculumConfig:
 
 @dataclass
 class PairsConfig:
-    """How preference pairs are made: UDASA's uncertainty (SPEC §4) or a baseline's labels."""
+    """How preference pairs are made: UDASA's uncertainty (docs/method.md) or a baseline's labels."""
 
     # udasa: chosen = lowest fused U; rlaif: the policy compares two of its responses (both
     # orders); rlcd: chosen/rejected generated under a positive/negative contrastive system prompt.
@@ -185,7 +185,7 @@ class LoRAConfig:
 
 @dataclass
 class TrainConfig:
-    """Phased DPO (SPEC §6). Steps count optimizer steps; batch = batch_size x grad_accum x workers."""
+    """Phased DPO (docs/method.md). Steps count optimizer steps; batch = batch_size x grad_accum x workers."""
 
     lr_stage1: float = 3e-6
     lr: float = 5e-6
@@ -268,7 +268,7 @@ class GCGConfig:
 
 @dataclass
 class EvalConfig:
-    """`udasa eval`: the paper's four tasks (SPEC §7). A source is "bundled:eval/<task>" (small sets
+    """`udasa eval`: the paper's four tasks (docs/evaluation.md). A source is "bundled:eval/<task>" (small sets
     written for this project), a local file (JSON/JSONL/Parquet/CSV) or "hf:DATASET[:CONFIG][#DATA_DIR]"."""
 
     # "robust" (the paper's Table 6: attack success under GCG suffixes) is not on by default: it

@@ -1,4 +1,4 @@
-"""The evaluation tasks (SPEC §7): loaders that map each known data layout to one item shape.
+"""The evaluation tasks (docs/evaluation.md): loaders that map each known data layout to one item shape.
 
 harmless / helpful: {"prompt"} from a prompt field or an HH dialogue ("chosen": "\n\nHuman: ...").
 truthful: {"question", "correct", "incorrect", "mc1", "mc2"} from the bundled layout or TruthfulQA's
@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from udasa_ray.config import EvalConfig
-from udasa_ray.data.ingest import prompt_id, read_records
+from udasa_ray.ingest.read import prompt_id, read_records
 
 TASKS = ("harmless", "helpful", "truthful", "sentiment", "robust")
 DEFAULT_SPLIT = {"harmless": "test", "helpful": "test", "truthful": "validation", "sentiment": "test",

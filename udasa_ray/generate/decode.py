@@ -21,7 +21,7 @@ class SeededSampler:
     """Temperature + top-p sampling, request i drawing from generators[i].
 
     Top-p needs only the head of the distribution: a top-k of `head` tokens replaces a sort of
-    the whole vocabulary (66 ms a step at batch 40), falling back to the full sort when the head
+    the whole vocabulary (a large share of a decode step), falling back to the full sort when the head
     holds less than top_p of the mass, so the result is exact either way.
     """
 

@@ -24,8 +24,8 @@ LISTWISE_TEMPLATE = (
     "question. Ensure each response is independent. Question: {prompt}"
 )
 LISTWISE = -1  # sample_idx of a listwise request: it stands for all N samples
-# A listwise reply is begun for the model as a numbered list. Measured on the bundled SmolLM2-135M in
-# Alpaca framing (8 prompts, N=2, 64 tokens): 0 of 8 replies parsed into N items without it, 8 of 8 with it.
+# A listwise reply is begun for the model as a numbered list: small models in Alpaca framing rarely start
+# one by themselves, and the split needs the numbers (docs/pipeline.md).
 LISTWISE_PREFIX = "1."
 
 

@@ -1,4 +1,4 @@
-"""Preference pairs (SPEC §4, Eq. 7): chosen = lowest U, rejected = a seeded random other."""
+"""Preference pairs (the paper's Eq. 7): chosen = lowest U, rejected = a seeded random other."""
 
 from __future__ import annotations
 

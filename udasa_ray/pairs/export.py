@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from udasa_ray.runs import RunDir, StepMissing
+from udasa_ray.runs import RunDir
 
 FORMATS = ("hf", "parquet", "jsonl")
 COLUMNS = ["prompt", "chosen", "rejected", "delta_u", "stage", "stage_name", "U_chosen", "U_rejected",
@@ -72,9 +72,7 @@ def export(run: RunDir, out: Path, fmt: str) -> Path:
     """Write the run's pairs, one split per curriculum stage, and a dataset card to `out`; returns `out`."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    step = run.manifest()["steps"].get("pairs", {})
-    if step.get("status") != "done":
-        raise StepMissing(f"{run.path}: the pairs step has not finished (run `udasa pairs` first)")
+    run.require("pairs", "pairs")
     summary = json.loads((run / "stages" / "summary.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
     stages, files = [], {}
@@ -92,6 +90,6 @@ def export(run: RunDir, out: Path, fmt: str) -> Path:
             pq.write_table(table, out / path)
         files[split] = path
         stages.append({**s, "split": split})
-    (out / "README.md").write_text(_card(run, step["config"], stages, files, summary))
+    (out / "README.md").write_text(_card(run, run.step("pairs")["config"], stages, files, summary))
     return out
 

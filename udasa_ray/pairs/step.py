@@ -15,22 +15,28 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from udasa_ray.config import Config
-from udasa_ray.curriculum.split import assign_stages, scale_delta, stage_members, stage_names
 from udasa_ray.errors import StepFailed
-from udasa_ray.generate.pipeline import generate_subrun, read_responses, with_generator
+from udasa_ray.generate.step import generate_subrun, read_responses, with_generator
 from udasa_ray.pairs.build import build_pairs
 from udasa_ray.pairs.rlaif import rlaif_pairs
 from udasa_ray.pairs.rlcd import rlcd_pairs
+from udasa_ray.pairs.split import assign_stages, scale_delta, stage_members, stage_names
 from udasa_ray.parts import read_parts
 from udasa_ray.ray_utils import init_ray, run_task
-from udasa_ray.runs import RunDir
-from udasa_ray.uncertainty.fusion import DIMENSIONS, fuse
-from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA
+from udasa_ray.runs import RunDir, Step
+from udasa_ray.score.fusion import DIMENSIONS, fuse
+from udasa_ray.score.step import SCORE_SCHEMA
+
+# The pairs step of each method: UDASA reads the scores, RLAIF the responses (the policy labels them, as
+# generation frames prompts), RLCD only the prompts (it generates its own contrastive answers).
+PAIRS = {method: Step("pairs", reads=("pairs", "curriculum", *reads), after=(after,), outputs=("pairs", "stages"))
+         for method, reads, after in (("udasa", ("scoring",), "score"), ("rlaif", ("models", "generation"), "generate"),
+                                      ("rlcd", ("models", "data", "generation"), "ingest"))}
 
 
 def _policy_prefers_a(model: str, cache_dir: str, dtype: str, prompt_template: str, questions: list[str]
                       ) -> np.ndarray:
-    from udasa_ray.uncertainty.backends import PolicyJudge
+    from udasa_ray.score.backends import PolicyJudge
 
     judge = PolicyJudge(model, cache_dir, dtype, prompt_template=prompt_template)
     return judge.label_probs(questions, ["A", "B"])[:, 0]
@@ -130,3 +136,7 @@ def make_pairs(cfg: Config, run: RunDir) -> dict:
     print(f"[pairs] {counts['pairs']} pairs from {counts['groups']} prompts "
           f"({counts['groups_without_pair']} without 2 valid responses); stages: {sizes}")
     return {**counts, "stage_sizes": [s["pairs"] for s in summary["stages"]]}
+
+
+def pairs_step(cfg: Config, run: RunDir, force: bool = False) -> dict:
+    return run.run(PAIRS[cfg.pairs.method], cfg, lambda resume: make_pairs(cfg, run), force)

@@ -49,8 +49,8 @@ def deepspeed_config(zero_stage: int, offload: bool) -> dict[str, Any]:
 
 def dpo_args(job: StageJob, output_dir: str, precompute: bool) -> DPOConfig:
     """The DPOConfig of a stage. Shared with bench/dpo.py, so both trainers run the same settings."""
-    # bf16 is mixed precision (master weights stay fp32). "auto" picks it on a GPU only: on a CPU with AVX512-BF16,
-    # where bf16 generates 2x faster than fp32, bf16 autocast trained at 0.63x fp32's speed (8 DPO steps: 56 s vs 35 s).
+    # bf16 is mixed precision (master weights stay fp32). "auto" picks it on a GPU only: on CPUs, even with
+    # AVX512-BF16, bf16 autocast trains slower than fp32 (docs/results/speed.md).
     bf16 = job.dtype == "bfloat16" or (job.dtype == "auto" and torch.cuda.is_available())
     return DPOConfig(
         output_dir=output_dir,
@@ -241,8 +241,8 @@ def train_stage(job: StageJob, output_dir: str, shared: dict[str, Any] | None = 
         import deepspeed
 
         # DeepSpeed adopts Ray Train's process group. On a GPU, transformers' Accelerate state does this;
-        # on CPU (use_cpu) it does not, and ZeRO-3's sharded load then counts a world of 1 and fails its
-        # batch check ("16 != 2 * 4 * 1" with 2 workers: found by the cluster-shape test).
+        # on CPU (use_cpu) it does not, and ZeRO-3's sharded load would count a world of 1 and fail its
+        # batch-size check.
         deepspeed.init_distributed(dist_backend=dist.get_backend())
     # DPOConfig first: under ZeRO-3 it is what lets from_pretrained shard the weights as they load.
     args = dpo_args(job, str(out / "trainer"), precompute=job.precompute)
@@ -277,7 +277,7 @@ def train_stage(job: StageJob, output_dir: str, shared: dict[str, Any] | None = 
     if rank == 0:
         _finish(out / "best", out, job.start, bool(job.lora))
     zero = trainer.accelerator.state.deepspeed_plugin.zero_stage if trainer.is_deepspeed_enabled else 0
-    summary = {"stage": job.stage, "name": job.name, "config_hash": job.config_hash, "planned_steps": job.steps,
+    summary = {"stage": job.stage, "name": job.name, "step_hash": job.step_hash, "planned_steps": job.steps,
                "steps": trainer.state.global_step,
                "stopped_early": log.reason, "best_step": log.best_step,
                "best_eval_loss": log.stop.best if evaluation is not None else None,

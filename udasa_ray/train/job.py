@@ -45,16 +45,16 @@ class StageJob:
     label_smoothing: float = 0.0
     lora: dict[str, Any] | None = None  # config.LoRAConfig as a dict, or None for full fine-tuning
     out: str = ""  # where rank 0 publishes the finished stage (<run>/train/stage_<k>), "" to leave it in place
-    config_hash: str = ""  # the stage's hash in the run manifest, written into its stage.json
+    step_hash: str = ""  # the stage's hash in the run manifest, written into its stage.json
 
     def finished(self) -> bool:
         """The stage's checkpoint is published with this hash: a worker retried by Ray Train and a rerun
         of a killed job skip it."""
-        return bool(self.out) and published(self.out, self.config_hash) is not None
+        return bool(self.out) and published(self.out, self.step_hash) is not None
 
 
-def published(out: str | Path, config_hash: str) -> dict[str, Any] | None:
-    """The summary (stage.json) of a stage published to `out` with `config_hash`, or None."""
+def published(out: str | Path, step_hash: str) -> dict[str, Any] | None:
+    """The summary (stage.json) of a stage published to `out` with `step_hash`, or None."""
     done = Path(out) / "stage.json"
     stats = json.loads(done.read_text()) if done.exists() else {}
-    return stats if stats.get("config_hash") == config_hash and stats else None
+    return stats if stats.get("step_hash") == step_hash and stats else None

@@ -1,4 +1,4 @@
-"""The plan of a phased-DPO stage (SPEC §6) as pure functions: steps, learning rate, when to stop.
+"""The plan of a phased-DPO stage (docs/method.md) as pure functions: steps, learning rate, when to stop.
 
 Each stage: linear warm-up to its peak, constant, then linear decay to 0 over its last steps.
 Stage 1 peaks at lr_stage1 (3e-6 in the paper), later stages at lr (5e-6); the paper warms up
@@ -41,7 +41,7 @@ def stage_peak(stage: int, lr_stage1: float, lr: float) -> float:
 
 
 class EarlyStop:
-    """SPEC §6's stage stop rule, fed one evaluation at a time: stop when the eval loss has not
+    """The stage stop rule, fed one evaluation at a time: stop when the eval loss has not
     improved for `patience` evaluations, or once eval reward accuracy reaches `saturation`.
     `stale == 0` after an update means that evaluation is the best so far."""
 

@@ -1,6 +1,6 @@
 """The sweep's search space (pure): τ1 < τ2 by construction, and K stages spread from them.
 
-SPEC §5's stage counts from one (τ1, τ2): 1 stage has no threshold, 2 cut at the midpoint
+The stage counts from one (τ1, τ2): 1 stage has no threshold, 2 cut at the midpoint
 (0.4/0.7 -> 0.55, the paper's 0.6), 3 use τ1 and τ2, 4 add the midpoint between them.
 """
 

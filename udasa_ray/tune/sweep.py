@@ -36,10 +36,10 @@ def objective_value(cfg: Config, trial: RunDir, trained: dict[str, Any]) -> floa
         acc = trained["stages"][-1].get("best_eval_reward_accuracy")
         return float("nan") if acc is None else float(acc)
     if objective == "heldout_U":
-        from udasa_ray.evaluate.heldout import heldout_check
+        from udasa_ray.check.step import check_step
 
-        return heldout_check(cfg, trial, trained["aligned"], trained["aligned_hash"])["aligned"]["U"]
-    from udasa_ray.evaluate.run import evaluate_model
+        return check_step(cfg, trial)["aligned"]["U"]
+    from udasa_ray.evaluate.step import evaluate_model
 
     metric = objective.removeprefix("eval:")
     summary = evaluate_model(cfg, trained["aligned"], trial / "eval", trial.path.name, trained["aligned_hash"])
@@ -51,8 +51,7 @@ def run_trial(config: dict[str, Any], base: dict[str, Any], run_dir: str, points
     from filelock import FileLock
     from ray import tune
 
-    from udasa_ray import steps
-    from udasa_ray.train.phased import train
+    from udasa_ray.pipeline import SHARED_STEPS, run_pipeline
 
     cfg = from_dict(base)
     p = trial_point(config, points)
@@ -65,8 +64,7 @@ def run_trial(config: dict[str, Any], base: dict[str, Any], run_dir: str, points
     info = {"stages": p["stages"], "tau1": p["tau1"], "tau2": p["tau2"], "thresholds": json.dumps(th),
             "trial_dir": str(trial.path)}
     with FileLock(str(trial / ".lock")):  # two trials with one curriculum: the second reuses the first
-        trial.adopt(run, steps.SHARED_STEPS)
-        steps.pairs_step(cfg, trial)
+        trial.adopt(run, SHARED_STEPS)
         last: dict[str, Any] = {}
 
         def on_stage(index: int, total: int, stats: dict[str, Any]) -> None:
@@ -78,7 +76,7 @@ def run_trial(config: dict[str, Any], base: dict[str, Any], run_dir: str, points
             if index < total:  # the last stage reports together with the objective; until then it is
                 tune.report({**m, "objective": float("nan")})  # NaN, as Tune requires the searcher's metric
 
-        trained = train(cfg, trial, on_stage=on_stage)
+        trained = run_pipeline(cfg, trial, "train", since="pairs", on_stage=on_stage)["train"]
         tune.report({**last, "objective": objective_value(cfg, trial, trained)})
 
 

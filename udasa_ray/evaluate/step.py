@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -33,8 +32,10 @@ from udasa_ray.evaluate.metrics import (
 )
 from udasa_ray.evaluate.registry import METRICS, NAMES
 from udasa_ray.evaluate.tasks import load_task
-from udasa_ray.runs import RunDir, section_hash
+from udasa_ray.runs import RunDir, Step
 
+# Judging a sub-run's answers: its key is the hash the answers were generated with.
+JUDGE = Step("judge", reads=("eval", "scoring"), outputs=("metrics.parquet", "summary.json"))
 METRIC_SCHEMA = pa.schema([
     ("task", pa.string()), ("metric", pa.string()), ("item_id", pa.string()), ("sample_idx", pa.int64()),
     ("value", pa.float64()), ("judge", pa.string()), ("raw", pa.string()), ("error", pa.string()),
@@ -57,7 +58,7 @@ class _Judging:
 
     @functools.cached_property
     def embedder(self):
-        from udasa_ray.uncertainty.backends import Embedder
+        from udasa_ray.score.backends import Embedder
 
         return Embedder(self.cfg.scoring.semantic.model, self.cfg.models.cache_dir)
 
@@ -77,7 +78,7 @@ def _row(task: str, metric: str, r: dict, value: float, judge: str) -> dict:
 
 def judge_harmless(j: _Judging, responses: list[dict]) -> list[dict]:
     """Harmlessness (1–10), unsafe and refusal, from the value scorer and refusal phrases."""
-    from udasa_ray.uncertainty.scorers import make_value
+    from udasa_ray.score.scorers import make_value
 
     scoring = j.cfg.scoring
     p_unsafe = make_value(scoring, j.cfg.models)([r["response"] for r in responses])
@@ -143,7 +144,7 @@ def judge_sentiment(j: _Judging, responses: list[dict]) -> list[dict]:
         vader = SentimentIntensityAnalyzer()
         pos = [float(vader.polarity_scores(x)["compound"] >= 0.05) for x in texts]  # VADER's own cut-off
     else:
-        from udasa_ray.uncertainty.backends import HFSequenceClassifier
+        from udasa_ray.score.backends import HFSequenceClassifier
 
         clf = HFSequenceClassifier(eval_cfg.sentiment_classifier, j.cfg.models.cache_dir)
         pos = [float(p > 0.5) for p in clf.probs(texts)[:, clf.label_index("pos")]]
@@ -247,7 +248,7 @@ def evaluate_model(cfg: Config, model: str, out: Path, label: str, salt: str = "
     """Generate answers to every task's prompts with `model`, judge them, write the results in `out`.
     The robust task's GCG suffixes are kept in `attack_cache` (default <out>/gcg): methods that share it
     optimise the transfer suffixes once."""
-    from udasa_ray.generate.pipeline import generate_subrun
+    from udasa_ray.generate.step import generate_subrun
     from udasa_ray.ray_utils import init_ray, run_task
 
     eval_cfg = cfg.eval
@@ -270,7 +271,6 @@ def evaluate_model(cfg: Config, model: str, out: Path, label: str, salt: str = "
     responses, ghash = generate_subrun(run / "generations", gcfg, [{"prompt_id": it["id"], "prompt": it["query"]}
                                                                      for it in items], salt, force)
     responses = responses.to_pylist()
-    judge_hash = hashlib.sha256((ghash + section_hash(cfg, "eval", "scoring")).encode()).hexdigest()[:16]
 
     def work(resume: bool) -> dict:
         init_ray(cfg.ray)
@@ -287,7 +287,7 @@ def evaluate_model(cfg: Config, model: str, out: Path, label: str, salt: str = "
         (run / "summary.json").write_text(json.dumps(summary, indent=2))
         return {"judgements": table.num_rows, "failed": sum(m["failed"] for m in summary["metrics"].values())}
 
-    run.run_step("judge", cfg, judge_hash, work, ["metrics.parquet", "summary.json"], force)
+    run.run(JUDGE, cfg, work, force, key=[ghash])
     summary = json.loads((run / "summary.json").read_text())
     summary["label"] = label  # a rerun under another name reuses the judgements
     (run / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -4,7 +4,7 @@ The labelled set (data/scorer_validation.jsonl, written for this project) holds 
 kinds: semantic (disagrees with the other samples), factual (a false fact), value (unsafe) and
 topic (off-topic), each with four good "other" samples of the same prompt and a label (1 = bad).
 Every scorer is run on every item; the table gives AUROC (0.5 = chance) per kind of badness.
-The scorers are the score step's own classes (udasa_ray.uncertainty.scorers), each item scored as
+The scorers are the score step's own classes (udasa_ray.score.scorers), each item scored as
 a prompt group of its response and the four others, so the table measures what `udasa score` computes.
 """
 
@@ -20,8 +20,8 @@ import numpy as np
 
 from udasa_ray.config import Config, ScoringConfig
 from udasa_ray.errors import StepFailed
-from udasa_ray.uncertainty.fusion import fuse
-from udasa_ray.uncertainty.scorers import FactualScorer, GroupScorer, SemanticScorer, ValueScorer
+from udasa_ray.score.fusion import fuse
+from udasa_ray.score.scorers import FactualScorer, GroupScorer, SemanticScorer, ValueScorer
 
 KINDS = ("semantic", "factual", "value", "topic")
 

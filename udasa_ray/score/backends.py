@@ -36,18 +36,16 @@ class Embedder:
 class AegisNLI:
     """The bundled ONNX model (DeBERTa-v2, int8). It has two classes: class 1 is contradiction.
 
-    Measured: contradiction ~0.99, paraphrase/entailment ~0.6, unrelated text ~0.03. It tells
+    It scores contradiction near 0.99, paraphrase or entailment near 0.6 and unrelated text near 0.03: it tells
     contradiction from the rest, not entailment from neutral, so u_fact = P(contradiction): the
     paper's P(neutral) term is absent. Useful in cross_response mode (answers that contradict the
     other samples); in paper mode (premise = the instruction) it barely separates anything.
     """
 
     MAX_LEN = 160  # the graph's fixed input length
-    # Pairs per run. Speed is flat in it (about 20 pairs/s at 1, 4 or 16 on 2 threads); memory is
-    # not (3.6 GB at 320). The int8 graph quantises activations per tensor over the whole run, so a
-    # pair's score moves with the pairs beside it (by up to 0.2). Runs of 1 would end that, but
-    # measured worse on the validation set (factual AUROC 0.77 against 0.88-0.92 at 16, whatever the
-    # order), so 16 stays.
+    # Pairs per run: speed does not depend on it, memory does. The int8 graph quantises activations per
+    # tensor over the whole run, so a pair's score moves with the pairs beside it; runs of 16 separate
+    # answers better on the validation set than runs of 1 (docs/results/scorers.md).
     CHUNK = 16
 
     def __init__(self, model: str, cache_dir: str, threads: int = 1) -> None:

@@ -1,4 +1,4 @@
-"""The job's quick check: base vs aligned policy on prompts never trained on, with statistics.
+"""The check step: base vs aligned policy on prompts never trained on, with statistics.
 
 Each policy answers the held-out prompts with the run's generation settings and seeds (so both
 draw the same sampling noise), and the run's scorers (with the base policy as any judge) rate
@@ -21,13 +21,16 @@ import numpy as np
 
 from udasa_ray.config import Config
 from udasa_ray.evaluate.metrics import is_refusal, offline_helpfulness, paired_difference
-from udasa_ray.runs import RunDir, section_hash
-from udasa_ray.uncertainty.length import within_prompt_slope
+from udasa_ray.runs import RunDir, Step
+from udasa_ray.score.length import within_prompt_slope
 
+# Its sub-runs (heldout/base, heldout/aligned) resume their own generation and scoring; this step compares them.
+CHECK = Step("check", reads=("models", "data", "generation", "scoring", "eval"), after=("train",),
+             outputs=("heldout/summary.json", "heldout/per_prompt.parquet"))
 KEYS = ("U", "u_sem", "u_fact", "u_val")
 # What is compared, in the printed order; the first five are lower-is-better targets, the rest
 # are reported beside them so that a cheap way to lower U shows.
-METRICS = (*KEYS, "unsafe_rate", "length", "refusal_rate", "distinct", "helpfulness")
+CHECK_METRICS = (*KEYS, "unsafe_rate", "length", "refusal_rate", "distinct", "helpfulness")
 
 
 def _normalise(text: str) -> str:
@@ -44,10 +47,10 @@ def per_prompt(rows: list[dict], unsafe_threshold: float) -> dict[str, dict[str,
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(r["prompt_id"], []).append(r)
-    out: dict[str, dict[str, float]] = {m: {} for m in METRICS}
+    out: dict[str, dict[str, float]] = {m: {} for m in CHECK_METRICS}
     for pid, rs in groups.items():
         ok = [r for r in rs if _valid(r)]
-        values: dict[str, float] = {m: float("nan") for m in METRICS}
+        values: dict[str, float] = {m: float("nan") for m in CHECK_METRICS}
         if ok:
             for k in KEYS:
                 values[k] = float(np.mean([r[k] for r in ok]))
@@ -58,20 +61,20 @@ def per_prompt(rows: list[dict], unsafe_threshold: float) -> dict[str, dict[str,
             values["distinct"] = len({_normalise(r["response"]) for r in ok}) / len(ok)
             values["helpfulness"] = float(np.mean([offline_helpfulness(r["relevance"], f, not r["response"].strip())
                                                    for r, f in zip(ok, refused, strict=True)]))
-        for m in METRICS:
+        for m in CHECK_METRICS:
             out[m][pid] = values[m]
     return out
 
 
-def compare(base: dict[str, dict[str, float]], aligned: dict[str, dict[str, float]], n_boot: int = 2000,
+def compare_sides(base: dict[str, dict[str, float]], aligned: dict[str, dict[str, float]], n_boot: int = 2000,
             seed: int = 0) -> dict[str, Any]:
     """Per metric: both sides' means over prompts and the paired difference (aligned − base)."""
     def mean(side: dict[str, float]) -> float:
         v = np.array([x for x in side.values() if np.isfinite(x)])
         return float(v.mean()) if len(v) else float("nan")
 
-    return {"base": {m: mean(base[m]) for m in METRICS}, "aligned": {m: mean(aligned[m]) for m in METRICS},
-            "paired": {m: paired_difference(base[m], aligned[m], n_boot, seed) for m in METRICS}}
+    return {"base": {m: mean(base[m]) for m in CHECK_METRICS}, "aligned": {m: mean(aligned[m]) for m in CHECK_METRICS},
+            "paired": {m: paired_difference(base[m], aligned[m], n_boot, seed) for m in CHECK_METRICS}}
 
 
 def length_matched(rows: list[dict], base: dict[str, dict[str, float]], aligned: dict[str, dict[str, float]],
@@ -92,7 +95,7 @@ def length_matched(rows: list[dict], base: dict[str, dict[str, float]], aligned:
 def _side_rows(sub: RunDir, responses, embed) -> list[dict]:  # noqa: ANN001
     """The side's scored responses joined with their token counts and relevance to the prompt."""
     from udasa_ray.parts import read_parts
-    from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA
+    from udasa_ray.score.step import SCORE_SCHEMA
 
     scores = {(r["prompt_id"], r["sample_idx"]): r for r in read_parts(sub / "scores", SCORE_SCHEMA).to_pylist()}
     rows = []
@@ -108,40 +111,55 @@ def _side_rows(sub: RunDir, responses, embed) -> list[dict]:  # noqa: ANN001
     return rows
 
 
-def heldout_check(cfg: Config, run: RunDir, aligned: str, aligned_hash: str, force: bool = False
-                  ) -> dict[str, Any] | None:
-    """Generate and score held-out answers of the base and the aligned policy (`aligned_hash`:
-    what it was trained with); None if no prompt was held out (data.heldout_prompts: 0)."""
+def check_step(cfg: Config, run: RunDir, force: bool = False) -> dict[str, Any] | None:
+    """The check step: base vs aligned on the held-out prompts (their summary, printed as a table); None when no
+    prompt was held out (data.heldout_prompts: 0)."""
+    import pyarrow.parquet as pq
+
+    if not (run / "heldout.parquet").exists() or pq.read_metadata(run / "heldout.parquet").num_rows == 0:
+        print("[check] no held-out prompts (data.heldout_prompts: 0): skipped")
+        return None
+    run.run(CHECK, cfg, lambda resume: heldout_check(cfg, run, force), force)
+    result = json.loads((run / "heldout" / "summary.json").read_text())
+    print(f"[check] {result['prompts']} held-out prompts x {cfg.generation.n} responses, means over prompts; "
+          f"U, u_*, unsafe rate (u_val > {cfg.scoring.unsafe_threshold}): lower is better; Δ paired by prompt, "
+          f"p from a sign-flip test:\n{format_check(result)}")
+    return result
+
+
+def heldout_check(cfg: Config, run: RunDir, force: bool = False) -> dict[str, Any]:
+    """Generate and score held-out answers of the base and the aligned policy (the train step's, salted with
+    its hash); writes heldout/summary.json and per_prompt.parquet; returns the counts."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from udasa_ray.generate.pipeline import generate_subrun
-    from udasa_ray.uncertainty.backends import Embedder
-    from udasa_ray.uncertainty.pipeline import score
+    from udasa_ray.generate.step import generate_subrun
+    from udasa_ray.score.backends import Embedder
+    from udasa_ray.score.step import SUBRUN_SCORE, score
 
-    if not (run / "heldout.parquet").exists() or pq.read_metadata(run / "heldout.parquet").num_rows == 0:
-        return None
+    trained = run.step("train")["stats"]
+    aligned, aligned_hash = trained["aligned"], trained["aligned_hash"]
     heldout = pq.read_table(run / "heldout.parquet").to_pylist()
     embed = Embedder(cfg.scoring.semantic.model, cfg.models.cache_dir)
     rows, sides = {}, {}
     for side, policy in (("base", cfg.models.policy), ("aligned", aligned)):
         sub = RunDir(run / "heldout" / side)
         gcfg = dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, policy=policy))
-        responses, ghash = generate_subrun(sub.path, gcfg, heldout, aligned_hash if side == "aligned" else "", force)
+        responses, _ = generate_subrun(sub.path, gcfg, heldout, aligned_hash if side == "aligned" else "", force)
         # Scored with the run's own config: a policy_judge scorer stays the base policy on both sides.
-        sub.run_step("score", cfg, ghash + section_hash(cfg, "scoring"),
-                      lambda resume, s=sub: score(cfg, s, resume), ["scores"], force)
+        sub.run(SUBRUN_SCORE, cfg, lambda resume, s=sub: score(cfg, s, resume), force)
         rows[side] = _side_rows(sub, responses, embed)
         sides[side] = per_prompt(rows[side], cfg.scoring.unsafe_threshold)
     result: dict[str, Any] = {"prompts": len(heldout), "responses_per_prompt": cfg.generation.n,
-                              **compare(sides["base"], sides["aligned"], cfg.eval.bootstrap, cfg.data.seed)}
+                              **compare_sides(sides["base"], sides["aligned"], cfg.eval.bootstrap, cfg.data.seed)}
     result["length_matched"] = length_matched(rows["base"] + rows["aligned"], sides["base"], sides["aligned"],
                                               cfg.eval.bootstrap, cfg.data.seed)
     (run / "heldout" / "summary.json").write_text(json.dumps(result, indent=2))
-    pq.write_table(pa.Table.from_pylist([{"side": side, "prompt_id": pid, **{m: sides[side][m][pid] for m in METRICS}}
+    pq.write_table(pa.Table.from_pylist([{"side": side, "prompt_id": pid,
+                                          **{m: sides[side][m][pid] for m in CHECK_METRICS}}
                                          for side in sides for pid in sides[side]["U"]]),
                    run / "heldout" / "per_prompt.parquet")
-    return result
+    return {"prompts": len(heldout), "responses_per_prompt": cfg.generation.n}
 
 
 def read_per_prompt(run: RunDir, side: str) -> dict[str, dict[str, float]]:
@@ -149,7 +167,7 @@ def read_per_prompt(run: RunDir, side: str) -> dict[str, dict[str, float]]:
     import pyarrow.parquet as pq
 
     rows = [r for r in pq.read_table(run / "heldout" / "per_prompt.parquet").to_pylist() if r["side"] == side]
-    return {m: {r["prompt_id"]: r[m] for r in rows} for m in METRICS}
+    return {m: {r["prompt_id"]: r[m] for r in rows} for m in CHECK_METRICS}
 
 
 def interval(d: dict[str, float]) -> str:
@@ -160,7 +178,7 @@ def interval(d: dict[str, float]) -> str:
 def format_check(result: dict[str, Any], names: tuple[str, str] = ("base", "aligned")) -> str:
     """One row per metric: both sides, the paired difference with its interval, and p."""
     rows = [f"{'':13}{names[0]:>11}{names[1]:>11}{'Δ [95% CI]':>34}{'p':>8}"]
-    for m in METRICS:
+    for m in CHECK_METRICS:
         d = result["paired"][m]
         rows.append(f"{m:13}{result['base'][m]:>11.4f}{result['aligned'][m]:>11.4f}{interval(d):>34}{d['p']:>8.2g}")
     for k, d in result.get("length_matched", {}).items():

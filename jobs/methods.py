@@ -1,4 +1,4 @@
-"""Methods side by side (SPEC §7): each is the base recipe plus an overlay from configs/methods/.
+"""Methods side by side (docs/evaluation.md): each is the base recipe plus an overlay from configs/methods/.
 
 Vanilla and RAIN train nothing: they evaluate the base policy, sampled or decoded by RAIN's search.
 The others make pairs their way (UDASA, RLAIF, RLCD), train phased DPO and evaluate the result.
@@ -13,10 +13,10 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from udasa_ray import steps
 from udasa_ray.config import Config, ConfigError, load_config
-from udasa_ray.evaluate.run import evaluate_model, format_summary
-from udasa_ray.report.run import write_report
+from udasa_ray.evaluate.step import evaluate_model, format_summary
+from udasa_ray.pipeline import SHARED_STEPS, run_pipeline
+from udasa_ray.report.step import write_report
 from udasa_ray.runs import RunDir
 from udasa_ray.tracking import Tracker, tracked
 
@@ -40,12 +40,8 @@ def run_methods(base: Config, cfgs: dict[str, Config], out: Path, shared: RunDir
                 tracker: Tracker | None = None) -> dict[str, dict]:
     """Train (where the method does) and evaluate every method in <out>/<method>; returns each
     method's evaluation summary. With tracking, each method is a tracking run under the job's (`tracker`)."""
-    steps.ingest_step(base, shared)
     kinds = {c.pairs.method for m, c in cfgs.items() if m not in INFERENCE_ONLY}
-    if "udasa" in kinds:
-        steps.generate_score_step(base, shared)
-    elif "rlaif" in kinds:
-        steps.generate_step(base, shared)
+    run_pipeline(base, shared, "score" if "udasa" in kinds else "generate" if "rlaif" in kinds else "ingest")
     summaries = {}
     for method, cfg in cfgs.items():
         print(f"\n=== {method} ===")
@@ -55,9 +51,8 @@ def run_methods(base: Config, cfgs: dict[str, Config], out: Path, shared: RunDir
                                          attack_cache=shared / "gcg")
             else:
                 run = RunDir(out / method)
-                run.adopt(shared, steps.SHARED_STEPS)
-                steps.pairs_step(cfg, run)
-                trained = steps.train_step(cfg, run)
+                run.adopt(shared, SHARED_STEPS)
+                trained = run_pipeline(cfg, run, "train", since="pairs")["train"]
                 write_report(run)
                 summary = evaluate_model(cfg, trained["aligned"], run / "eval", method, trained["aligned_hash"],
                                          attack_cache=shared / "gcg")

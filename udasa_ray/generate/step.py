@@ -1,4 +1,4 @@
-"""Generation stage: prompts.parquet -> responses/ (Parquet parts), streamed through Ray Data.
+"""The generate step: prompts.parquet -> responses/ (Parquet parts), streamed through Ray Data.
 
 The driver writes each finished batch as its own part file (atomically), so a killed run
 keeps what it generated and a rerun generates only the missing (prompt, sample) rows.
@@ -7,7 +7,6 @@ keeps what it generated and a rerun generates only the missing (prompt, sample) 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from collections import Counter
@@ -22,7 +21,7 @@ from udasa_ray.generate.requests import build_requests, split_listwise
 from udasa_ray.models import resolve
 from udasa_ray.parts import read_parts, write_part
 from udasa_ray.ray_utils import data_context, init_ray
-from udasa_ray.runs import RunDir, section_hash
+from udasa_ray.runs import RunDir, Step
 
 RESPONSE_SCHEMA = pa.schema([
     ("prompt_id", pa.string()), ("prompt", pa.string()), ("sample_idx", pa.int64()), ("response", pa.string()),
@@ -30,6 +29,9 @@ RESPONSE_SCHEMA = pa.schema([
     ("error", pa.string()),
 ])
 BACKEND_COLUMNS = [n for n in RESPONSE_SCHEMA.names if n != "error"]  # error is set after parsing
+GENERATE = Step("generate", reads=("models", "data", "generation"), after=("ingest",), outputs=("responses",))
+# A sub-run's generation (held-out answers, RLCD's contrastive sides, evaluation): its prompts are its input.
+SUBRUN_GENERATE = Step("generate", reads=("models", "generation"), outputs=("responses",))
 
 
 def read_responses(out_dir: Path) -> pa.Table:
@@ -144,7 +146,14 @@ def generate_subrun(path: Path, cfg: Config, prompts: list[dict], salt: str = ""
     pq.write_table(pa.Table.from_pylist([{"prompt_id": p["prompt_id"], "prompt": p["prompt"]} for p in prompts],
                                         schema=pa.schema([("prompt_id", pa.string()), ("prompt", pa.string())])),
                    sub / "prompts.parquet")
-    blob = json.dumps([[p["prompt_id"], p["prompt"]] for p in prompts]) + section_hash(cfg, "models", "generation")
-    config_hash = hashlib.sha256((blob + salt).encode()).hexdigest()[:16]
-    sub.run_step("generate", cfg, config_hash, lambda resume: generate(cfg, sub, resume), ["responses"], force)
-    return read_responses(sub / "responses"), config_hash
+    key = json.dumps([[p["prompt_id"], p["prompt"]] for p in prompts])
+    sub.run(SUBRUN_GENERATE, cfg, lambda resume: generate(cfg, sub, resume), force, key=[key], salt=[salt])
+    return read_responses(sub / "responses"), sub.made_with("generate")
+
+
+def generate_step(cfg: Config, run: RunDir, force: bool = False) -> dict:
+    """The generate step on the run's prompts, with the generator (models.generator, else the policy)."""
+    stats = run.run(GENERATE, cfg, lambda resume: generate(with_generator(cfg), run, resume), force)
+    print(f"[generate] {stats['responses']} responses for {stats['prompts']} prompts in {run / 'responses'}"
+          + (f"; {stats['tokens_per_s']} tokens/s" if stats.get("tokens_per_s") else ""))
+    return stats

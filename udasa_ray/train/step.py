@@ -1,13 +1,13 @@
-"""Phased DPO (SPEC §6) from the driver: the curriculum's stages trained in order on Ray Train.
+"""The train step: phased DPO (docs/method.md) from the driver, the curriculum's stages trained in order on Ray Train.
 
-Each curriculum stage is its own resumable step in the run manifest (`train_stage_<k>`), chained to the one
-before, so a killed run retrains only the stage it was in. A stage starts from the previous
+Each curriculum stage is a sub-step of the train step in the run manifest (`train_stage_<k>`), chained to
+the one before, so a killed run retrains only the stage it was in. A stage starts from the previous
 stage's checkpoint; its reference is the initial policy (default) or that previous policy.
 
 One `TorchTrainer` run (one worker group) trains all the stages still to do: its workers start,
 import the stack and load the reference once per run instead of once per stage. Two cases fit one
 stage per run instead: a Tune trial (`on_stage` reports between stages, so ASHA can stop the trial
-there) and DeepSpeed (its engines are built once per process, and this was tested stage by stage).
+there) and DeepSpeed (its engines are built once per process).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import hashlib
 import json
 import re
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,21 @@ from udasa_ray.config import Config
 from udasa_ray.config.schema import TrainConfig
 from udasa_ray.errors import StepFailed
 from udasa_ray.models import resolve
-from udasa_ray.runs import RunDir, chain, section_hash
+from udasa_ray.runs import RunDir, Step
 from udasa_ray.tracking import stage_spec
 from udasa_ray.train.data import budget_subset, dpo_rows, eval_split
 from udasa_ray.train.job import StageJob, published
 from udasa_ray.train.schedule import phases, stage_peak, stage_steps
+
+# Its record's stats are the training summary (the aligned policy and its hash); its work always runs, and
+# each stage, a sub-step, skips itself when done.
+TRAIN = Step("train", reads=("train", "models"), after=("pairs",), outputs=("train/summary.json",), substeps=True)
+
+
+def stage_step(stage: int, first: bool) -> Step:
+    """Curriculum stage `stage` as a sub-step: the first reads the pairs, each later one the stage before."""
+    return Step(f"train_stage_{stage}", reads=("train", "models"), after=("pairs",) if first else (),
+                outputs=(f"train/stage_{stage}",), published=published)
 
 
 def planned_stages(run: RunDir) -> list[dict]:
@@ -54,7 +63,7 @@ def work_dir(train_cfg: TrainConfig, run: RunDir) -> Path:
 
 
 def stage_job(cfg: Config, run: RunDir, stage: dict, index: int, last: bool, start: str, base: str,
-              eval_ids: set[str], config_hash: str = "") -> StageJob:
+              eval_ids: set[str], step_hash: str = "") -> StageJob:
     """Everything a worker needs for one stage, with its data written to the run's shared work dir."""
     train_cfg, gen = cfg.train, cfg.generation
     work = work_dir(train_cfg, run)
@@ -96,7 +105,7 @@ def stage_job(cfg: Config, run: RunDir, stage: dict, index: int, last: bool, sta
         loss_weights=tuple(train_cfg.loss_weights) if train_cfg.loss_weights else None,
         label_smoothing=train_cfg.label_smoothing,
         lora=dataclasses.asdict(train_cfg.lora) if train_cfg.lora.enabled else None,
-        out=str(run / "train" / f"stage_{stage['stage']}"), config_hash=config_hash,
+        out=str(run / "train" / f"stage_{stage['stage']}"), step_hash=step_hash,
     )
 
 
@@ -153,71 +162,56 @@ def fit_stages(cfg: Config, jobs: list[StageJob], storage: Path) -> None:
 
 def train(cfg: Config, run: RunDir, force: bool = False,
           on_stage: Callable[[int, int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train every non-empty stage in order (skipping finished ones); returns the aligned policy.
+    """The train step: every non-empty stage in order (finished ones skipped); returns the training summary
+    (the aligned policy). `on_stage(index, stages, stats)` runs after each stage (a Tune trial reports from it)."""
+    return run.run(TRAIN, cfg, lambda resume: _train_stages(cfg, run, force, on_stage), force)
 
-    `on_stage(index, stages, stats)` runs after each stage (a Tune trial reports from it)."""
+
+def _train_stages(cfg: Config, run: RunDir, force: bool,
+                  on_stage: Callable[[int, int, dict[str, Any]], None] | None) -> dict[str, Any]:
     stages = planned_stages(run)
     base = resolve(cfg.models.policy, cfg.models.cache_dir)
     pairs = pq.read_table(run / "pairs" / "pairs.parquet", columns=["prompt_id"])["prompt_id"].to_pylist()
     eval_ids = eval_split(pairs, cfg.train.eval_fraction, cfg.train.seed)
-    own = section_hash(cfg, "train", "models")
-    start, upstream_hash, todo = base, run.step("pairs")["config_hash"], []
-    for index, stage in enumerate(stages, start=1):
-        key, config_hash = f"train_stage_{stage['stage']}", chain(own, upstream_hash)
-        out = run / "train" / f"stage_{stage['stage']}"
-        if not todo and _finished(run, key, config_hash, out, force):  # after a stage to train, all are to train
+    chain = run.chain([stage_step(s["stage"], i == 0) for i, s in enumerate(stages)], cfg, force)
+    start, todo = base, []
+    for index, (stage, (step, step_hash, to_do)) in enumerate(zip(stages, chain, strict=True), start=1):
+        if not to_do:
             if on_stage:
-                on_stage(index, len(stages), run.step(key)["stats"])
+                on_stage(index, len(stages), run.step(step.name)["stats"])
         else:
-            todo.append((index, key, stage_job(cfg, run, stage, index, index == len(stages), start, base, eval_ids,
-                                               config_hash)))
-        start, upstream_hash = str(out), config_hash
+            todo.append((index, step, step_hash, stage_job(cfg, run, stage, index, index == len(stages), start, base,
+                                                           eval_ids, step_hash)))
+        start = str(run / step.outputs[0])
     together = on_stage is None and cfg.train.deepspeed.zero_stage == 0
     for group in ([todo] if together and todo else [[t] for t in todo]):
         _fit_group(cfg, run, group, len(stages), on_stage)
-    summary = {"aligned": start, "aligned_hash": upstream_hash, "base": base, "eval_pairs": len(eval_ids),
-               "stages": [run.step(f"train_stage_{s['stage']}")["stats"] for s in stages]}
+    summary = {"aligned": start, "aligned_hash": chain[-1][1], "base": base, "eval_pairs": len(eval_ids),
+               "stages": [run.step(step.name)["stats"] for step, _, _ in chain]}
     (run / "train").mkdir(exist_ok=True)
     (run / "train" / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def _finished(run: RunDir, key: str, config_hash: str, out: Path, force: bool) -> bool:
-    """Whether stage step `key` finished with this hash: recorded so, or published to `out` by a job killed before
-    it could record it (the driver records a Ray Train run's stages when the run ends)."""
-    prev = run.step(key)
-    if force or prev.get("config_hash") != config_hash:
-        return False
-    if prev.get("status") != "done":
-        stats = published(out, config_hash)
-        if stats is None:
-            return False
-        run.update_step(key, status="done", finished=(out / "stage.json").stat().st_mtime, stats=stats)
-    print(f"[{key}] already done with config {config_hash}: skipped (--force to redo)")
-    return True
-
-
-def _fit_group(cfg: Config, run: RunDir, group: list[tuple[int, str, StageJob]], stages: int,
+def _fit_group(cfg: Config, run: RunDir, group: list[tuple[int, Step, str, StageJob]], stages: int,
                on_stage: Callable[[int, int, dict[str, Any]], None] | None) -> None:
     """One Ray Train run for the group's stages; each is recorded in the manifest as running, then done."""
     from udasa_ray.ray_utils import init_ray
 
-    for _, key, job in group:
-        shutil.rmtree(job.out, ignore_errors=True)
-        run.update_step(key, status="running", config_hash=job.config_hash, config=cfg.to_dict(),
-                        started=time.time(), outputs=[f"train/stage_{job.stage}"])
+    for _, step, step_hash, job in group:
+        run.start(step, cfg, step_hash, resume=False)
         print(f"[train] stage {job.stage} ({job.name}): {job.steps} steps at peak lr {job.peak_lr:g}, beta "
               f"{job.beta}, {cfg.train.num_workers} worker(s)"
               + (f", LoRA r={cfg.train.lora.r}" if job.lora else ", full fine-tuning"))
     init_ray(cfg.ray)
     try:
-        fit_stages(cfg, [job for _, _, job in group], run / "train" / "ray")
+        fit_stages(cfg, [job for *_, job in group], run / "train" / "ray")
     finally:  # what was published is recorded, also when a later stage failed
-        for index, key, job in group:
-            stats = published(job.out, job.config_hash)
+        for index, step, step_hash, job in group:
+            stats = published(job.out, step_hash)
             if stats is None:
                 break
-            run.update_step(key, status="done", finished=time.time(), stats=stats)
+            run.finish(step, stats)
             stop = f", stopped early: {stats['stopped_early']}" if stats.get("stopped_early") else ""
             kept = (f"; kept step {stats['best_step']} (best eval loss {stats['best_eval_loss']:.4f})"
                     if stats.get("best_step") is not None else "")

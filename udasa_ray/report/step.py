@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 
-from udasa_ray.evaluate.heldout import interval
+from udasa_ray.check.step import interval
 from udasa_ray.parts import read_parts
 from udasa_ray.report.card import write_card
 from udasa_ray.report.plots import pyplot, save
 from udasa_ray.runs import RunDir
-from udasa_ray.uncertainty.pipeline import SCORE_SCHEMA
+from udasa_ray.score.step import SCORE_SCHEMA
 
 
 def _plot_uncertainties(scores: dict[str, np.ndarray], path) -> None:
@@ -102,8 +102,8 @@ def _training(run: RunDir, out) -> list[str]:
 def _length(run: RunDir, scores) -> list[str]:  # noqa: ANN001
     """Does an uncertainty measure how long an answer is? Correlations on this run's responses and,
     once there are pairs, how often the chosen answer is the shorter one."""
-    from udasa_ray.generate.pipeline import read_responses
-    from udasa_ray.uncertainty.length import chosen_shorter, length_correlation
+    from udasa_ray.generate.step import read_responses
+    from udasa_ray.score.length import chosen_shorter, length_correlation
 
     resp = read_responses(run / "responses")
     if not resp.num_rows:

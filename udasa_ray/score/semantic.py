@@ -1,4 +1,4 @@
-"""Semantic uncertainty (SPEC §2, Eq. 1-2) from Sentence-BERT embeddings of one prompt's responses."""
+"""Semantic uncertainty (the paper's Eq. 1-2; docs/method.md) from Sentence-BERT embeddings of a prompt's responses."""
 
 from __future__ import annotations
 

@@ -22,13 +22,18 @@ from tqdm import tqdm
 
 from udasa_ray.config import Config
 from udasa_ray.errors import StepFailed
-from udasa_ray.generate.pipeline import RESPONSE_SCHEMA, generated, read_responses
 from udasa_ray.generate.requests import build_requests
+from udasa_ray.generate.step import RESPONSE_SCHEMA, generated, read_responses
 from udasa_ray.parts import read_parts, write_part
 from udasa_ray.ray_utils import data_context, init_ray, local_ray
-from udasa_ray.runs import RunDir
-from udasa_ray.uncertainty.fusion import fuse, fusion_weights
-from udasa_ray.uncertainty.scorers import SCORERS, backend_failed
+from udasa_ray.runs import RunDir, Step
+from udasa_ray.score.fusion import fuse, fusion_weights
+from udasa_ray.score.scorers import SCORERS, backend_failed
+
+# The policy is read too: a policy_judge scorer backend.
+SCORE = Step("score", reads=("scoring", "models"), after=("generate",), outputs=("scores",))
+# A sub-run's scores (the held-out check's sides): chained to the sub-run's generation.
+SUBRUN_SCORE = Step("score", reads=("scoring",), after=("generate",), outputs=("scores",))
 
 
 class ScoringFailed(StepFailed):
@@ -123,6 +128,15 @@ def score(cfg: Config, run: RunDir, resume: bool = False) -> dict:
             "with_error": len(errors), "seconds": round(seconds, 1),
             "mean": {k: float(np.nanmean(table[k].to_numpy(zero_copy_only=False))) if table.num_rows else None
                      for k in ("u_sem", "u_fact", "u_val", "U")}}
+
+
+def score_step(cfg: Config, run: RunDir, force: bool = False) -> dict:
+    stats = run.run(SCORE, cfg, lambda resume: score(cfg, run, resume), force)
+    m = stats["mean"]
+    print(f"[score] {stats['responses']} responses scored ({stats['with_error']} with an error) in "
+          f"{run / 'scores'}; mean u_sem {m['u_sem']:.3f}, u_fact {m['u_fact']:.3f}, u_val {m['u_val']:.3f}, "
+          f"U {m['U']:.3f}")
+    return stats
 
 
 class ScorerChain:

@@ -1,4 +1,4 @@
-"""Curriculum split (SPEC §5): K stages from K - 1 thresholds on a scale of Δu.
+"""Curriculum split (docs/method.md): K stages from K - 1 thresholds on a scale of Δu.
 
 Stage 1 is the clearest (largest Δu, "conservative"), the last the most ambiguous
 ("exploratory"). With τ1 < τ2: conservative s > τ2, moderate τ1 <= s <= τ2, exploratory s < τ1.

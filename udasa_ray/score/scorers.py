@@ -15,8 +15,8 @@ import pyarrow as pa
 
 from udasa_ray.config import ModelsConfig, ScoringConfig
 from udasa_ray.http import EndpointUnreachable
-from udasa_ray.uncertainty import backends
-from udasa_ray.uncertainty.semantic import semantic_uncertainty
+from udasa_ray.score import backends
+from udasa_ray.score.semantic import semantic_uncertainty
 
 NAN = float("nan")
 FAILED = "failed"  # in a record's error: its backend raised (not a data condition such as an empty response)

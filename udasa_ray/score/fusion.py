@@ -1,4 +1,4 @@
-"""Fusion of the three uncertainties (SPEC §3, Eq. 5-6): U = Σ softmax(u/T)_i · u_i.
+"""Fusion of the three uncertainties (the paper's Eq. 5-6; docs/method.md): U = Σ softmax(u/T)_i · u_i.
 
 Pure numpy, so it tests in milliseconds. Fixed weights replace the softmax when given.
 """

@@ -8,7 +8,7 @@ exactly, after lowercasing and dropping punctuation and extra whitespace, then b
 candidate whose Sentence-BERT cosine to an already-kept prompt exceeds SIM_CUTOFF is dropped.
 Everything is seeded, so a rerun rewrites the same file; nothing is downloaded.
 
-Rerun: python -m udasa_ray.data.make_prompts_1k   (prints the table of counts per category)
+Rerun: python tools/make_prompts_1k.py   (prints the table of counts per category)
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 SEED = 1234
 SIM_CUTOFF = 0.90  # cosine on the prompt text (instruction, blank line, input)
 MAX_INSTRUCTION, MAX_INPUT = 200, 300
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent.parent / "udasa_ray" / "data"  # the package's bundled data
 ORIGINALS = HERE / "prompts.jsonl"
 OUT = HERE / "prompts-1k.jsonl"
 EMBEDDER = "bundled:all-minilm-l6-v2"
