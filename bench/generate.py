@@ -1,12 +1,14 @@
-"""Generation throughput: the Ray Data pipeline vs a plain single-process `generate` loop, and
-both against this machine's compute limit.
+"""Generation throughput: the generate step on the hf backend and on the vllm backend (both Ray Data pipelines),
+and a plain single-process `generate` loop, against this machine's compute limit.
 
-Same prompts, model, dtype, sampling settings and requests per batch for both; each timing
-includes loading the model (from the unpacked cache). Prints tokens/s and the ratio. The limit is
-what a decode-shaped matmul (batch x hidden by hidden x intermediate, in the generation dtype)
-reaches here, divided by the 2 x parameters FLOPs a token costs.
+Same prompts, model, dtype, sampling settings and requests per batch for all; each timing includes
+loading the model (from the unpacked cache). For the two pipelines the first batch, which holds the
+actors' start (vLLM's engine start among them), is reported apart from the steady rate of the rest.
+The limit is what a decode-shaped matmul (batch x hidden by hidden x intermediate, in the generation
+dtype) reaches here, divided by the 2 x parameters FLOPs a token costs.
 
     python bench/generate.py [--prompts 16] [--n 5] [--max-new-tokens 64] [--batch-size 40] [--dtype auto]
+                             [--backends hf vllm]
 """
 
 from __future__ import annotations
@@ -79,33 +81,41 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=40)
     p.add_argument("--dtype", default="auto")
+    p.add_argument("--backends", nargs="+", default=["hf", "vllm"], choices=["hf", "vllm"])
     a = p.parse_args()
-    cfg = load_config(a.config, [
-        f"data.limit={a.prompts}", f"generation.n={a.n}", f"generation.dtype={a.dtype}",
-        f"generation.max_new_tokens={a.max_new_tokens}", f"generation.batch_size={a.batch_size}",
-    ])
+    overrides = [f"data.limit={a.prompts}", f"generation.n={a.n}", f"generation.dtype={a.dtype}",
+                 f"generation.vllm.dtype={a.dtype}", f"generation.max_new_tokens={a.max_new_tokens}",
+                 f"generation.batch_size={a.batch_size}", f"generation.vllm.batch_size={a.batch_size}"]
+    cfg = load_config(a.config, overrides)
     resolve(cfg.models.policy, cfg.models.cache_dir)
-    with tempfile.TemporaryDirectory() as d:
-        run = RunDir(d)
-        run_pipeline(cfg, run, "ingest")
-        prompts = pq.read_table(run / "prompts.parquet")["prompt"].to_pylist()[: a.prompts]
-        from udasa_ray.ray_utils import init_ray
+    from udasa_ray.ray_utils import init_ray
 
-        init_ray(cfg.ray)  # Ray start-up is a once-per-job cost: not counted
-        stats = run_pipeline(cfg, run, "generate", since="generate")["generate"]
-    pipe_tps = stats["tokens_this_run"] / stats["seconds"]
+    init_ray(cfg.ray)  # Ray start-up is a once-per-job cost: not counted
+    stats = {}
+    with tempfile.TemporaryDirectory() as d:
+        for backend in a.backends:
+            run = RunDir(f"{d}/{backend}")
+            bcfg = load_config(a.config, [*overrides, f"generation.backend={backend}"])
+            run_pipeline(bcfg, run, "ingest")
+            prompts = pq.read_table(run / "prompts.parquet")["prompt"].to_pylist()[: a.prompts]
+            stats[backend] = run_pipeline(bcfg, run, "generate", since="generate")["generate"]
     tokens, secs = plain_loop(cfg, prompts)
     plain_tps = tokens / secs
     print(f"\nsettings: {a.prompts} prompts x {a.n} samples, max_new_tokens={a.max_new_tokens}, "
           f"batch={a.batch_size} requests, dtype={pick_dtype(a.dtype)}, threads={int(cfg.generation.cpus_per_actor)}")
     flops, limit = compute_limit(cfg, a.batch_size)
-    tokens_pipe = stats["tokens_this_run"]
     print(f"compute limit     : {flops / 1e9:.0f} GFLOP/s on a decode-shaped matmul = {limit:6.1f} tokens/s")
-    print(f"ray data pipeline : {tokens_pipe:6d} tokens in {stats['seconds']:6.1f}s = {pipe_tps:6.1f} tokens/s "
-          f"({pipe_tps / limit:.0%} of the limit)")
+    for backend, st in stats.items():
+        tps = st["tokens_this_run"] / st["seconds"]
+        steady_s, steady_tokens = sum(st["batch_seconds"][1:]), sum(st["batch_tokens"][1:])
+        steady = f"{steady_tokens / steady_s:6.1f} tokens/s after it" if steady_s else "one batch only"
+        print(f"{backend + ' pipeline':18}: {st['tokens_this_run']:6d} tokens in {st['seconds']:6.1f}s = {tps:6.1f} "
+              f"tokens/s ({tps / limit:.0%} of the limit); first batch (with start-up) "
+              f"{st['batch_seconds'][0]:.1f}s, {steady}")
     print(f"plain generate    : {tokens:6d} tokens in {secs:6.1f}s = {plain_tps:6.1f} tokens/s "
           f"({plain_tps / limit:.0%} of the limit)")
-    print(f"ratio pipeline/plain: {pipe_tps / plain_tps:.2f}")
+    for backend, st in stats.items():
+        print(f"ratio {backend} pipeline/plain: {st['tokens_this_run'] / st['seconds'] / plain_tps:.2f}")
 
 
 if __name__ == "__main__":

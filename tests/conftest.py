@@ -77,9 +77,9 @@ TINY_ALIGN = ["data.limit=4", "data.heldout_prompts=2", "generation.n=2", "gener
 
 
 def job_env() -> dict[str, str]:
-    """The environment jobs run in here, as the README runs them: their own local Ray (no RAY_ADDRESS),
-    unbuffered output."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    """The environment jobs and `udasa` commands run in here, as the README runs them: their own local Ray (no
+    RAY_ADDRESS), unbuffered output, this checkout importable from any working directory."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
     env.pop("RAY_ADDRESS", None)
     return env
 

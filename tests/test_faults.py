@@ -187,32 +187,29 @@ def test_killed_everywhere_and_rerun_equals_an_uninterrupted_run(tiny_align_run,
     assert "rerun to train it again, finished stages are kept" in logs["4"]
     assert job.status("pairs") == "done" and job.status("train_stage_1") == "running"
 
-    # 5. Killed in the last stage, after stage 1 finished.
+    # 5. Stage 1 trains again; then the last stage's worker is killed by pid: with train.max_failures 1 Ray Train
+    # restarts the worker group, which skips stage 1 (published) and trains the last stage again from its start,
+    # in this job. Then the job is killed in the held-out check, after the base side is scored.
     retry = "train.max_failures=1"  # not part of any step's hash: finished steps stay finished
     job = launch(run, tmp_path / "5.log", cache, retry)
     job.wait_for("the last stage training", lambda: job.training(3))
-    job.kill()
     stage1 = run / "train" / "stage_1" / "model.safetensors"
     trained_at = stage1.stat().st_mtime_ns
-
-    # 6. The stage's worker killed by pid: with train.max_failures 1 Ray Train restarts the stage and it
-    # finishes in this job. Then the job is killed in the held-out check, after the base side is scored.
-    job = launch(run, tmp_path / "6.log", cache, retry)
-    job.wait_for("the last stage training", lambda: job.training(3))
     job.kill_worker(TRAIN_WORKER)
     job.wait_for("the last stage to finish", lambda: job.status("train_stage_3") == "done")
     job.wait_for("held-out base scores", lambda: job.parts("heldout/base/scores") >= 1)
     job.kill()
-    logs["6"] = job.log.read_text()
-    assert "[train_stage_1] already done" in logs["6"] and "[train] stage 1 step" not in logs["6"]
-    assert stage1.stat().st_mtime_ns == trained_at  # resumed after its last finished stage
+    logs["5"] = job.log.read_text()
+    assert stage1.stat().st_mtime_ns == trained_at  # the restarted workers went on after the finished stage
     assert not (run / "heldout" / "summary.json").exists()
 
-    # 7. The rerun finishes.
-    job = launch(run, tmp_path / "7.log", cache, retry)
-    rc, logs["7"] = job.finish()
-    assert rc == 0, logs["7"][-3000:]
-    assert "[generate] already done" in logs["7"] and "[train_stage_3] already done" in logs["7"]
+    # 6. The rerun finishes, after the last finished step and sub-step.
+    job = launch(run, tmp_path / "6.log", cache, retry)
+    rc, logs["6"] = job.finish()
+    assert rc == 0, logs["6"][-3000:]
+    assert "[generate] already done" in logs["6"] and "[train_stage_1] already done" in logs["6"]
+    assert "[train_stage_3] already done" in logs["6"] and "[train] stage" not in logs["6"]
+    assert stage1.stat().st_mtime_ns == trained_at
 
     # Same artifacts as the uninterrupted run: no row lost, none twice, same content.
     for name in ("prompts.parquet", "heldout.parquet"):

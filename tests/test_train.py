@@ -4,7 +4,6 @@ schedule, a failing worker, LoRA, and DeepSpeed ZeRO-2 on CPU."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT
+from conftest import ROOT, job_env
 
 from udasa_ray.config import load_config
 from udasa_ray.ingest.read import ingest
@@ -58,10 +57,6 @@ def _cli(run: RunDir, *extra: str) -> list[str]:
             "--run-dir", str(run.path), *FAST, *extra]
 
 
-def _env(model_cache: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ""}
-
-
 # What a stage's trainer prints for each train step (StageLog, rank 0), forwarded by Ray to the driver's stdout.
 STEP_LINE = re.compile(r"\[train\] stage (\d) step (\d+)/\d+ train loss")
 
@@ -75,7 +70,7 @@ def test_stage_loop_on_two_ddp_workers_follows_the_schedule(tmp_path, model_cach
     cmd = _cli(run, "train.eval_fraction=0", "train.num_workers=2", "train.cpus_per_worker=1",
                f"models.cache_dir={model_cache}", "tracking.backend=mlflow")
     # No log dedup, which would hold back stage 2's step lines as repeats of stage 1's (same text but numbers).
-    env = {**_env(model_cache), "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0"}
+    env = {**job_env(), "RAY_DEDUP_LOGS": "0"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=800)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     steps = [(int(stage), int(n)) for stage, n in STEP_LINE.findall(out.stdout + out.stderr)]
@@ -138,7 +133,7 @@ def test_stage_loop_on_two_ddp_workers_follows_the_schedule(tmp_path, model_cach
         assert child.data.params["beta"] == str(st["beta"])  # TRL's own arguments, logged by its callback
 
     # Same config again: nothing retrains, and the job's MLflow run is the one it started.
-    again = subprocess.run(cmd, capture_output=True, text=True, env=_env(model_cache), timeout=300)
+    again = subprocess.run(cmd, capture_output=True, text=True, env=job_env(), timeout=300)
     assert again.returncode == 0 and again.stdout.count("already done") == 2
     assert tracked_runs()[0].info.run_id == job.info.run_id and len(tracked_runs()[1]) == 2
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 import pyarrow as pa
 import pytest
-from conftest import ROOT
+from conftest import ROOT, job_env
 
 from udasa_ray.config import ConfigError, load_config
 from udasa_ray.ingest.read import ingest
@@ -128,56 +128,22 @@ def _tune(run: RunDir, model_cache: str, *extra: str) -> list[str]:
             "--run-dir", str(run.path), f"models.cache_dir={model_cache}", *TINY, *extra]
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "", "PYTHONUNBUFFERED": "1"}
-
-
 def _trials(run: RunDir) -> list[dict]:
     with open(run / "tune" / "trials.csv") as f:
         return list(csv.DictReader(f))
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_two_trial_sweep_writes_table_plots_and_best_config(tmp_path, model_cache):
-    """Tracked with W&B offline: the sweep job's run, and one per trial from Ray Tune's own W&B logger."""
+@pytest.mark.timeout(1500)
+def test_sweep_killed_in_a_trial_resumes_and_writes_table_plots_and_best_config(tmp_path, model_cache):
+    """A 1-stage and a 3-stage trial, tracked with W&B offline. The sweep is killed (SIGKILL to its process
+    group) once the 3-stage trial has finished stage 1; the rerun restores the experiment, keeps the finished
+    1-stage trial, does not retrain stage 1, and writes the table, the plots and a best.yaml that loads. W&B holds
+    the sweep job's run and one per trial from Ray Tune's own logger."""
     run = scored_run(tmp_path / "run")
-    out = subprocess.run(_tune(run, model_cache, "tune.stages=[1, 2]", "tracking.backend=wandb"), capture_output=True,
-                         text=True, env=_env(), timeout=880)
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    assert "[tune] 2 trials (grid), objective pair_accuracy (max)" in out.stdout
-    trials = _trials(run)
-    assert sorted(t["trial"] for t in trials) == ["k1", "k2_0.55"] and {t["status"] for t in trials} == {"done"}
-    assert all(0 <= float(t["objective"]) <= 1 for t in trials)
-    for t in trials:  # each trial trained its own curriculum from the run's scores
-        summary = json.loads((run / "tune" / "trials" / t["trial"] / "stages" / "summary.json").read_text())
-        assert summary["thresholds"] == json.loads(t["thresholds"])
-    k2 = json.loads((run / "tune" / "trials" / "k2_0.55" / "train" / "summary.json").read_text())
-    assert len(k2["stages"]) == 2 and all(s["steps"] == 1 for s in k2["stages"])
-    table = (run / "tune" / "trials.md").read_text()
-    assert "**Best:**" in table and (run / "tune" / "heatmap.png").exists() and (run / "tune" / "stages.png").exists()
-    best = load_config(run / "tune" / "best.yaml")  # the user passes it to jobs/align.py as is
-    top = max(trials, key=lambda t: float(t["objective"]))
-    assert best.curriculum.thresholds == json.loads(top["thresholds"])
-    assert best.models.cache_dir == model_cache and best.train.max_steps_per_stage == 1
-
-    state = json.loads((run / "tracking.json").read_text())
-    logs = {p.parent.name: p.read_bytes() for p in (run / "wandb").glob("offline-run-*/run-*.wandb")}
-    [job] = [v for k, v in logs.items() if k.endswith(state["run_id"])]
-    assert b"tune.stages" in job and b"heatmap" in job  # the config, and the sweep's plots as images
-    trials = [v for k, v in logs.items() if not k.endswith(state["run_id"])]
-    assert len(trials) == 2 and all(state["group"].encode() in t and b"stage_accuracy" in t for t in trials)
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1200)
-def test_interrupted_sweep_resumes(tmp_path, model_cache):
-    """Kill the sweep (SIGKILL to its process group) once the 3-stage trial has finished stage 1; the
-    rerun restores the experiment, keeps the finished 1-stage trial and does not retrain stage 1."""
-    run = scored_run(tmp_path / "run")
-    cmd = _tune(run, model_cache, "tune.stages=[1, 3]", "tune.asha=false")
+    cmd = _tune(run, model_cache, "tune.stages=[1, 3]", "tune.asha=false", "tracking.backend=wandb")
     log = open(tmp_path / "first.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=job_env(), start_new_session=True)
     k3 = RunDir(run / "tune" / "trials" / "k3_0.4_0.7")
     deadline = time.time() + 800
     while time.time() < deadline and proc.poll() is None:
@@ -191,10 +157,31 @@ def test_interrupted_sweep_resumes(tmp_path, model_cache):
     stage1 = k3 / "train" / "stage_1" / "model.safetensors"
     mtime = stage1.stat().st_mtime_ns
 
-    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=900)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=job_env(), timeout=900)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     assert "[tune] resuming the sweep" in out.stdout
     assert stage1.stat().st_mtime_ns == mtime  # stage 1 of the interrupted trial was not retrained
     trials = _trials(run)
     assert sorted(t["trial"] for t in trials) == ["k1", "k3_0.4_0.7"] and {t["status"] for t in trials} == {"done"}
-    assert json.loads((k3 / "train" / "summary.json").read_text())["stages"][2]["steps"] == 1
+    assert all(0 <= float(t["objective"]) <= 1 for t in trials)
+    for t in trials:  # each trial trained its own curriculum from the run's scores
+        summary = json.loads((run / "tune" / "trials" / t["trial"] / "stages" / "summary.json").read_text())
+        assert summary["thresholds"] == json.loads(t["thresholds"])
+    stages = json.loads((k3 / "train" / "summary.json").read_text())["stages"]
+    assert len(stages) == 3 and all(s["steps"] == 1 for s in stages)
+    table = (run / "tune" / "trials.md").read_text()
+    assert "**Best:**" in table and (run / "tune" / "heatmap.png").exists() and (run / "tune" / "stages.png").exists()
+    best = load_config(run / "tune" / "best.yaml")  # the user passes it to jobs/align.py as is
+    top = max(trials, key=lambda t: float(t["objective"]))
+    assert best.curriculum.thresholds == json.loads(top["thresholds"])
+    assert best.models.cache_dir == model_cache and best.train.max_steps_per_stage == 1
+
+    # W&B offline files, one folder per process that logged a run (the job's run resumed by id after the kill).
+    state = json.loads((run / "tracking.json").read_text())
+    logs: dict[str, bytes] = {}
+    for p in (run / "wandb").glob("offline-run-*/run-*.wandb"):
+        run_id = p.parent.name.rsplit("-", 1)[1]
+        logs[run_id] = logs.get(run_id, b"") + p.read_bytes()
+    job = logs.pop(state["run_id"])
+    assert b"tune.stages" in job and b"heatmap" in job  # the config, and the sweep's plots as images
+    assert len(logs) == 2 and all(state["group"].encode() in t and b"stage_accuracy" in t for t in logs.values())

@@ -1,5 +1,6 @@
-"""The vLLM backend's request mapping, checked without vLLM or a GPU against what Ray's vLLM stages read and
-write (their own code, from ray.data.llm) and what vLLM's SamplingParams accepts."""
+"""The vLLM backend's request mapping and processor config, checked against what Ray's vLLM stages read and
+write (their own code, from ray.data.llm) and what vLLM's SamplingParams accepts, with no engine running.
+The engine itself runs in tests/test_vllm_engine.py."""
 
 import asyncio
 import dataclasses
@@ -189,14 +190,42 @@ def test_engine_and_processor_config_from_the_config():
         "generation.vllm.tensor_parallel_size=2", "generation.vllm.replicas=3", "generation.vllm.batch_size=16",
         "generation.vllm.gpu_memory_utilization=0.5", "generation.vllm.max_model_len=1024",
         "generation.vllm.dtype=float16", "generation.vllm.enable_prefix_caching=false"]).generation
-    # vLLM's engine arguments (EngineArgs) by their own names.
-    assert vllm.engine_kwargs(gen.vllm) == {"tensor_parallel_size": 2, "gpu_memory_utilization": 0.5,
-                                       "max_model_len": 1024, "dtype": "float16", "enable_prefix_caching": False}
+    # vLLM's engine arguments (EngineArgs) by their own names; compiled (not eager) on GPUs.
+    assert vllm.engine_kwargs(gen.vllm, cpu=False) == {"tensor_parallel_size": 2, "gpu_memory_utilization": 0.5,
+                                                     "max_model_len": 1024, "dtype": "float16",
+                                                     "enable_prefix_caching": False}
     cfg = vllm.processor_config(gen, "/models/llama-7b")
-    assert cfg.model_source == "/models/llama-7b" and cfg.batch_size == 16
+    assert cfg.model_source == "/models/llama-7b" and cfg.batch_size == 16 and not cfg.log_engine_metrics
     assert cfg.get_concurrency(autoscaling_enabled=True)["max_size"] == 3  # Ray's own reading: up to 3 replicas
-    assert {k: cfg.engine_kwargs[k] for k in vllm.engine_kwargs(gen.vllm)} == vllm.engine_kwargs(gen.vllm)
-    assert "vllm" not in sys.modules  # the GPU dependency stays lazy
+    assert {k: cfg.engine_kwargs[k] for k in vllm.engine_kwargs(gen.vllm, False)} == vllm.engine_kwargs(gen.vllm, False)
+    # Each of the TP workers of a replica: a GPU and a CPU, plus the node type's label.
+    assert cfg.placement_group_config["bundle_per_worker"] == {"CPU": 1, "GPU": 1, **gen.actor_resources}
+
+
+def test_on_cpus_the_engine_runs_eager_with_a_fixed_kv_cache_on_the_processors_cpus():
+    """The same processor on CPU nodes: the engine's bundle holds CPUs only (Ray then asks no GPU for it), the
+    light stages a tenth of a CPU each, and the engine eager, with a KV cache of its own size, unchunked prefill,
+    the dtype the hardware runs natively, and as many unbound OpenMP threads as its CPUs."""
+    from udasa_ray.models import pick_dtype
+
+    gen = load_config(None, ["generation.backend=vllm", "generation.cpus_per_actor=2",
+                             "generation.vllm.cpu_kv_cache_gib=1.5"]).generation
+    kwargs = vllm.engine_kwargs(gen.vllm, cpu=True)
+    assert kwargs["enforce_eager"] and not kwargs["enable_chunked_prefill"]
+    assert kwargs["kv_cache_memory_bytes"] == int(1.5 * 2**30) and kwargs["dtype"] == pick_dtype("auto")
+    cfg = vllm.processor_config(gen, "/models/smollm2", cpu=True)
+    assert {k: v for k, v in cfg.placement_group_config["bundle_per_worker"].items() if v} == {"CPU": 1.5}
+    assert cfg.runtime_env["env_vars"] == {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "2"}
+    for stage in (cfg.chat_template_stage, cfg.tokenize_stage, cfg.detokenize_stage):
+        assert resolve_stage_config(stage, ChatTemplateStageConfig).num_cpus == pytest.approx(0.1)
+    engine = vLLMEngineStage(fn_constructor_kwargs={"engine_kwargs": dict(cfg.engine_kwargs),
+                                                    "placement_group_config": dict(cfg.placement_group_config)},
+                             map_batches_kwargs={})
+    assert engine.map_batches_kwargs["num_cpus"] == 1.5 and "num_gpus" not in engine.map_batches_kwargs
+    # Eager can be turned off, and the dtype pinned.
+    gen = load_config(None, ["generation.vllm.enforce_eager=false", "generation.vllm.dtype=float32"]).generation
+    assert "enforce_eager" not in vllm.engine_kwargs(gen.vllm, cpu=True)
+    assert vllm.engine_kwargs(gen.vllm, cpu=True)["dtype"] == "float32"
 
 
 def test_listwise_requests_one_per_prompt_with_the_papers_prompt(monkeypatch):
@@ -275,7 +304,6 @@ def test_vllm_judge_requests_and_processor_config(monkeypatch):
     assert (params.temperature, params.max_tokens, params.n) == (0.0, 12, 1)
     assert pc.model_source == "meta-llama/Llama-3.1-70B-Instruct" and pc.engine_kwargs["tensor_parallel_size"] == 4
     assert pc.get_concurrency(autoscaling_enabled=True)["max_size"] == 2
-    assert "vllm" not in sys.modules or isinstance(sys.modules["vllm"], types.SimpleNamespace)
 
 
 @pytest.mark.timeout(120)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from udasa_ray.config.loader import ConfigError
-from udasa_ray.config.schema import Config
+from udasa_ray.config.schema import VLLM_LIGHT_CPUS, Config
 from udasa_ray.evaluate.registry import is_objective, objective_choices
 
 # TRL 1.16's DPO loss types (DPOConfig.loss_type; tests/test_train.py checks them against TRL's trainer).
@@ -54,6 +54,9 @@ RULES: dict[str, list[Rule]] = {
         ("vllm.tensor_parallel_size", lambda g: g.vllm.tensor_parallel_size >= 1, ">= 1"),
         ("vllm.replicas", lambda g: g.vllm.replicas >= 1, ">= 1"),
         ("vllm.gpu_memory_utilization", lambda g: 0 < g.vllm.gpu_memory_utilization <= 1, "in (0, 1]"),
+        ("vllm.cpu_kv_cache_gib", lambda g: g.vllm.cpu_kv_cache_gib > 0, "> 0"),
+        ("cpus_per_actor", lambda g: g.backend != "vllm" or g.cpus_per_actor > VLLM_LIGHT_CPUS,
+         f"> {VLLM_LIGHT_CPUS} with the vllm backend (its light stages take that much of it)"),
         ("decoding", lambda g: g.decoding == "sample" or (g.backend == "hf" and g.mode == "independent"),
          "sample with the vllm backend or listwise mode (RAIN runs on hf, one answer a request)"),
         ("rain.segment_tokens", lambda g: g.rain.segment_tokens >= 1, ">= 1"),

