@@ -1,6 +1,6 @@
-"""Real Ray clusters on this machine, on loopback: `ray job submit` of jobs/align.py to a head started
+"""Real Ray clusters on this machine, on loopback: `ray job submit` of jobs/align.py (its data steps) to a head started
 with `ray start`, and Ray's fake multi-node autoscaler adding and removing workers for a pipeline
-stage. Each test stops only the processes of the cluster it started (never `ray stop`, which would
+step. Each test stops only the processes of the cluster it started (never `ray stop`, which would
 kill every Ray on the machine)."""
 
 from __future__ import annotations
@@ -74,9 +74,8 @@ def test_ray_job_submit_runs_align_on_a_local_head(tmp_path, ray_temp, model_cac
     run = tmp_path / "run"
     submit = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", str(ROOT),
               "--", "python", "jobs/align.py", "--config", "configs/tiny-cpu.yaml", "--run-dir", str(run),
-              "data.limit=3", "data.heldout_prompts=2", "generation.n=2", "generation.max_new_tokens=8",
-              "train.max_steps_per_stage=1", "train.max_length=64", "train.eval_fraction=0",
-              f"models.cache_dir={model_cache}"]
+              "--through", "score", "data.limit=3", "data.heldout_prompts=2", "generation.n=2",
+              "generation.max_new_tokens=8", f"models.cache_dir={model_cache}"]
     for _ in range(15):  # the head's dashboard agent takes a few seconds to accept jobs after `ray start`
         job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=840)
         if "No available agent" not in job.stderr:
@@ -86,10 +85,11 @@ def test_ray_job_submit_runs_align_on_a_local_head(tmp_path, ray_temp, model_cac
     assert job.returncode == 0, out[-4000:]
     assert re.search(r"Job 'raysubmit_\w+' succeeded", out), out[-3000:]
     assert "Uploading package" in out or "already exists" in out  # the working dir went through Ray
-    assert f"align: done in {run}" in out
+    assert f"align: done in {run}" in out and "uncertainty scores: scores/" in out
+    # The job ran on the cluster through its data steps (--through score; the whole pipeline is the align tests').
     assert pq.read_table(run / "responses").num_rows == 6 and pq.read_table(run / "scores").num_rows == 6
-    assert json.loads((run / "train" / "summary.json").read_text())["stages"]
-    assert (run / "heldout" / "summary.json").exists() and (run / "report" / "report.md").exists()
+    assert json.loads((run / "manifest.json").read_text())["steps"]["score"]["status"] == "done"
+    assert not (run / "pairs").exists() and "aligned policy" not in out
 
 
 def _active(address: str, node_type: str, env: dict[str, str]) -> int:

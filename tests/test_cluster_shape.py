@@ -110,7 +110,7 @@ def recipe(request, tmp_path_factory, two_nodes, base_model, classifiers, model_
         (out / f"{script}.log").write_text(r.stdout + r.stderr)
         return r
 
-    yield {"out": out, "job": job, "dashboard": two_nodes["dashboard"]}
+    yield {"out": out, "job": job, "dashboard": two_nodes["dashboard"], "policy": base_model}
     if request.session.testsfailed == failed_before:
         shutil.rmtree(out)
 
@@ -127,11 +127,12 @@ def test_align_runs_the_llama7b_recipe_across_two_nodes(recipe, aligned, classif
 
     run = recipe["out"] / "shared"
     assert "align: done in" in aligned.stdout
-    # Listwise generation: one reply per prompt, begun as a numbered list, split into N responses.
+    # Listwise generation on vLLM: one reply per prompt, begun as a numbered list, split into N responses.
     responses = pq.read_table(run / "responses").to_pylist()
     assert len(responses) == 2 * 6 and {r["sample_idx"] for r in responses} == {0, 1}
+    assert {r["model"] for r in responses} == {str(recipe["policy"])}
     parsed = [r for r in responses if not r["error"]]
-    assert len(parsed) >= 4, [r["error"] for r in responses]  # measured: 8 of 12 (0 without the "1." start)
+    assert len(parsed) >= 4, [r["error"] for r in responses]
     assert not any(r["response"].startswith("1.") for r in parsed)
     # hf_classifier by label name: u_val is P("toxic") of the classifier, recomputed here.
     import torch
@@ -178,7 +179,7 @@ def test_compare_methods_one_shot_and_rlcd(recipe, aligned):
 
 
 @pytest.mark.timeout(900)
-def test_optuna_sweep_with_two_and_three_stage_trials(recipe, aligned):
+def test_optuna_sweep_over_the_recipes_stage_counts(recipe, aligned):
     """Optuna's define-by-run space is checkpointed with the experiment (it must pickle), the stages
     before a trial's last report without a final objective, and each row comes from its trial's config."""
     from udasa_ray.tune.space import spread_thresholds, trial_name
@@ -189,7 +190,7 @@ def test_optuna_sweep_with_two_and_three_stage_trials(recipe, aligned):
     assert "[tune] 2 trials (optuna)" in r.stdout
     with open(run / "tune" / "trials.csv") as f:
         trials = list(csv.DictReader(f))
-    assert {t["status"] for t in trials} == {"done"} and sorted(int(t["stages"]) for t in trials) == [2, 3], trials
+    assert {t["status"] for t in trials} == {"done"} and {int(t["stages"]) for t in trials} <= {1, 2}, trials
     for t in trials:
         tau1, tau2, th = float(t["tau1"]), float(t["tau2"]), json.loads(t["thresholds"])
         assert 0.2 <= tau1 < tau2 <= 0.9 and th == spread_thresholds(int(t["stages"]), tau1, tau2)

@@ -24,8 +24,9 @@ from udasa_ray.evaluate.metrics import is_refusal, offline_helpfulness, paired_d
 from udasa_ray.runs import RunDir, Step
 from udasa_ray.score.length import within_prompt_slope
 
-# Its sub-runs (heldout/base, heldout/aligned) resume their own generation and scoring; this step compares them.
-CHECK = Step("check", reads=("models", "data", "generation", "scoring", "eval"), after=("train",),
+# Its sub-runs (heldout/base, heldout/aligned) resume their own generation and scoring; this step compares them,
+# with the bootstrap's size and seed as its key (the rest of the eval and data sections it does not read).
+CHECK = Step("check", reads=("models", "generation", "scoring"), after=("train",),
              outputs=("heldout/summary.json", "heldout/per_prompt.parquet"))
 KEYS = ("U", "u_sem", "u_fact", "u_val")
 # What is compared, in the printed order; the first five are lower-is-better targets, the rest
@@ -119,7 +120,8 @@ def check_step(cfg: Config, run: RunDir, force: bool = False) -> dict[str, Any] 
     if not (run / "heldout.parquet").exists() or pq.read_metadata(run / "heldout.parquet").num_rows == 0:
         print("[check] no held-out prompts (data.heldout_prompts: 0): skipped")
         return None
-    run.run(CHECK, cfg, lambda resume: heldout_check(cfg, run, force), force)
+    run.run(CHECK, cfg, lambda resume: heldout_check(cfg, run, force), force,
+            key=[json.dumps([cfg.eval.bootstrap, cfg.data.seed])])
     result = json.loads((run / "heldout" / "summary.json").read_text())
     print(f"[check] {result['prompts']} held-out prompts x {cfg.generation.n} responses, means over prompts; "
           f"U, u_*, unsafe rate (u_val > {cfg.scoring.unsafe_threshold}): lower is better; Δ paired by prompt, "
