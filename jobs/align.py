@@ -1,8 +1,10 @@
 """The main job: `python jobs/align.py --config C` or `ray job submit -- python jobs/align.py ...`.
 
-Starts a local Ray, or joins the cluster named by RAY_ADDRESS. ingest -> generate -> score ->
-pairs + curriculum -> phased DPO -> held-out check of base vs aligned -> report. Every step is
-resumable: a rerun skips what finished, and training resumes after its last finished stage.
+Starts a local Ray, or joins the cluster named by RAY_ADDRESS after checking the plan against the cluster
+(--cluster FILE, or the launcher's config on the head; what does not fit stops it with exit 2).
+ingest -> generate -> score -> pairs + curriculum -> phased DPO -> held-out check of base vs aligned ->
+report. Every step is resumable: a rerun skips what finished, and training resumes after its last
+finished stage.
 """
 
 import argparse
@@ -16,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from udasa_ray.config import load_config
 from udasa_ray.errors import entry
 from udasa_ray.pipeline import run_pipeline
+from udasa_ray.plan import preflight
 from udasa_ray.runs import RunDir
 from udasa_ray.tracking import tracked
 
@@ -25,10 +28,12 @@ def main() -> int:
     p.add_argument("--config", action="append", help="YAML recipe, then overlays such as configs/methods/rlaif.yaml "
                    "(repeatable; default configs/tiny-cpu.yaml)")
     p.add_argument("--run-dir", help="default: runs/<config name>")
+    p.add_argument("--cluster", help="the cluster file (clusters/): checked against the plan before any work")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. generation.n=5")
     args = p.parse_args()
     args.config = args.config or ["configs/tiny-cpu.yaml"]
     cfg = load_config(args.config, args.overrides)
+    preflight("align", cfg, cluster=args.cluster, configs=args.config)
     run = RunDir(args.run_dir or Path("runs") / "-".join(Path(c).stem for c in args.config))
     with run.hold("jobs/align.py"), tracked(cfg, run.path, "align"):
         done = run_pipeline(cfg, run)

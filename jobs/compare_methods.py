@@ -17,17 +17,17 @@ from methods import job, parser
 from udasa_ray.config import Config
 from udasa_ray.errors import entry
 from udasa_ray.evaluate.compare import compare
+from udasa_ray.plan import COMPARE_METHODS
 
 
 def main() -> int:
-    args = parser(__doc__.splitlines()[0], ["vanilla", "one-shot", "three-stage", "rlaif", "rlcd"],
-                  "runs/methods").parse_args()
+    args = parser(__doc__.splitlines()[0], COMPARE_METHODS, "runs/methods").parse_args()
 
     def finish(base: Config, summaries: dict[str, dict]) -> None:
         table = compare([str(Path(args.out) / m) for m in args.methods], Path(args.out) / "compare")
         print(f"\ncompare_methods: {table}\n" + table.read_text())
 
-    return job("compare_methods", args.config, args.overrides, args.methods, Path(args.out), finish)
+    return job("compare_methods", args.config, args.overrides, args.methods, Path(args.out), finish, args.cluster)
 
 
 if __name__ == "__main__":

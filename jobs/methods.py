@@ -16,6 +16,7 @@ from pathlib import Path
 from udasa_ray.config import Config, ConfigError, load_config
 from udasa_ray.evaluate.step import evaluate_model, format_summary
 from udasa_ray.pipeline import SHARED_STEPS, run_pipeline
+from udasa_ray.plan import preflight
 from udasa_ray.report.step import write_report
 from udasa_ray.runs import RunDir
 from udasa_ray.tracking import Tracker, tracked
@@ -67,19 +68,23 @@ def parser(description: str, methods: list[str], out: str) -> argparse.ArgumentP
     p.add_argument("--config", action="append", help="YAML recipe and overlays (default configs/tiny-cpu.yaml)")
     p.add_argument("--methods", nargs="+", default=methods, help=f"any of: {', '.join(KNOWN)}")
     p.add_argument("--out", default=out)
+    p.add_argument("--cluster", help="the cluster file (clusters/): checked against the plan before any work")
     p.add_argument("overrides", nargs="*", help="dotted overrides for every method, e.g. eval.limit=8")
     return p
 
 
 def job(prog: str, configs: list[str] | None, overrides: list[str], methods: list[str], out: Path,
-        finish: Callable[[Config, dict[str, dict]], None]) -> int:
-    """A methods job: check the names, load each method's config, hold <out>/shared, run them all and
-    `finish(base config, each method's evaluation summary)` (its tables), all inside the job's tracking run.
-    Raises ConfigError for an unknown method or a bad config, StepFailed when a step failed."""
+        finish: Callable[[Config, dict[str, dict]], None], cluster: str | None = None) -> int:
+    """A methods job: check the names, load each method's config, check the plan on a cluster (`cluster`: its
+    file), hold <out>/shared, run them all and `finish(base config, each method's evaluation summary)` (its
+    tables), all inside the job's tracking run. Raises ConfigError for an unknown method, a bad config or a plan
+    that does not fit, StepFailed when a step failed."""
     if bad := unknown(methods):
         raise ConfigError(f"unknown method(s) {', '.join(bad)}; known: {', '.join(KNOWN)} (overrides go before "
                           "--methods)")
-    base, cfgs = load_methods(configs or ["configs/tiny-cpu.yaml"], overrides, methods)
+    configs = configs or ["configs/tiny-cpu.yaml"]
+    base, cfgs = load_methods(configs, overrides, methods)
+    preflight(prog, base, cfgs, cluster, configs)
     shared = RunDir(out / "shared")
     with shared.hold(f"jobs/{prog}.py"), tracked(base, out, prog) as tracker:  # the shared run stands for the job
         finish(base, run_methods(base, cfgs, out, shared, tracker))

@@ -30,7 +30,8 @@ def main() -> int:
     args = p.parse_args()
     overrides = args.overrides + ([f"eval.tasks={json.dumps(args.tasks)}"] if args.tasks else [])
     methods = sorted(args.methods, key=lambda m: m != "vanilla")  # vanilla first: compare's reference
-    return job("reproduce", args.config, overrides, methods, Path(args.out), lambda b, s: tables(b, s, Path(args.out)))
+    return job("reproduce", args.config, overrides, methods, Path(args.out), lambda b, s: tables(b, s, Path(args.out)),
+               args.cluster)
 
 
 def tables(base: Config, summaries: dict[str, dict], out: Path) -> None:

@@ -7,11 +7,9 @@ import json
 import math
 import re
 import shlex
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import jsonschema
 import pytest
@@ -23,13 +21,11 @@ from conftest import ROOT
 from ray.autoscaler._private.node_provider_availability_tracker import NodeAvailabilitySummary
 from ray.autoscaler._private.resource_demand_scheduler import _default_utilization_scorer, get_nodes_for
 from ray.autoscaler._private.util import prepare_config, validate_config
-from ray.data._internal.execution.operators.map_operator import _canonicalize_ray_remote_args
-from ray.llm._internal.batch.stages import vLLMEngineStage
 
 from udasa_ray.config import Config, load_config
-from udasa_ray.generate import vllm
+from udasa_ray.plan import asks, make_plan
+from udasa_ray.plan.cluster import NodeType, from_file
 from udasa_ray.score import step as score_step
-from udasa_ray.train.step import scaling_config
 
 CLUSTERS = ROOT / "clusters"
 LAUNCHERS = sorted(CLUSTERS.glob("*.yaml"))
@@ -58,104 +54,37 @@ def ids(paths: list[Path]) -> list[str]:
     return [str(p.relative_to(CLUSTERS)) for p in paths]
 
 
-@dataclass(frozen=True)
-class NodeType:
-    name: str
-    cpus: float
-    gpus: int
-    max_nodes: int
-
-    def per_node(self, cpus: float, gpus: int) -> int:
-        """How many units of `cpus` CPUs and `gpus` GPUs one node of this type holds."""
-        return int(min(self.cpus // cpus if cpus else math.inf, self.gpus // gpus if gpus else math.inf))
-
-
-def cpu_quantity(q: str | int) -> float:
-    s = str(q)
-    return int(s[:-1]) / 1000 if s.endswith("m") else float(s)
-
-
 def node_types(path: Path) -> list[NodeType]:
-    """The worker types of a launcher file or of a RayCluster manifest, with the resources Ray sees."""
-    doc = load(path)
-    if "available_node_types" in doc:
-        return [NodeType(name, t["resources"].get("CPU", 0), t["resources"].get("GPU", 0), t["max_workers"])
-                for name, t in doc["available_node_types"].items() if name != doc["head_node_type"]]
-    out = []
-    for g in doc["spec"]["workerGroupSpecs"]:  # KubeRay: Ray resources from rayStartParams, else the pod limits
-        limits, params = g["template"]["spec"]["containers"][0]["resources"]["limits"], g["rayStartParams"]
-        out.append(NodeType(g["groupName"], cpu_quantity(params.get("num-cpus", limits["cpu"])),
-                            int(params.get("num-gpus", limits.get("nvidia.com/gpu", 0))), g["maxReplicas"]))
-    return out
-
-
-def actor_resources(map_batches_kwargs: dict[str, Any]) -> dict[str, float]:
-    """What one Ray Data actor of a `map_batches` call holds, with Ray Data's defaults (1 CPU unless set), custom
-    resources included."""
-    args = _canonicalize_ray_remote_args({k: v for k, v in map_batches_kwargs.items() if k in ("num_cpus", "num_gpus")})
-    return {**map_batches_kwargs.get("resources", {}), "CPU": args["num_cpus"], "GPU": args.get("num_gpus", 0)}
+    """The worker types of a launcher file or of a RayCluster manifest, with the resources Ray sees (the plan's
+    reading: Ray's own KubeRay conversion for manifests)."""
+    return list(from_file(path).types)
 
 
 def vllm_bundles(cfg: Config) -> tuple[list[dict[str, float]], int]:
     """The resources one vLLM engine replica holds (its placement group's bundles, or its actor's) and how many
-    replicas run at once, as Ray's own vLLM stage reserves them for the processor config the code builds (what
-    ray.data.llm's build_vllm_engine_processor does with it)."""
-    pc = vllm.processor_config(cfg.generation, "model")
-    stage = vLLMEngineStage(fn_constructor_kwargs={"engine_kwargs": dict(pc.engine_kwargs),
-                                                   "placement_group_config": pc.placement_group_config},
-                            map_batches_kwargs={"accelerator_type": pc.accelerator_type})
-    kwargs = stage.map_batches_kwargs
-    if "ray_remote_args_fn" in kwargs:  # tensor parallel: each replica's actor makes a placement group
-        made: dict[str, Any] = {}
-        with mock.patch.object(ray.util, "placement_group", lambda bundles, strategy="PACK", **_: made.update(
-                bundles=bundles, strategy=strategy)):
-            kwargs["ray_remote_args_fn"]()
-        assert made["strategy"] in ("PACK", "STRICT_PACK"), made  # on one node where one holds it
-        bundles = made["bundles"]
-    else:  # one GPU: the actor itself
-        bundles = [actor_resources(kwargs)]
-    return bundles, pc.get_concurrency(autoscaling_enabled=True)["max_size"]
-
-
-def vllm_replica(cfg: Config) -> tuple[float, int, int]:
-    """(CPUs, GPUs) of one vLLM engine replica and how many run at once."""
-    bundles, replicas = vllm_bundles(cfg)
-    return sum(b.get("CPU", 0) for b in bundles), int(sum(b.get("GPU", 0) for b in bundles)), replicas
-
-
-def scorer_pools(cfg: Config) -> tuple[float, int, int]:
-    """(CPUs, GPUs) of one scorer actor and how many run at once: the scorers' actor pools are stages of one
-    Ray Data pipeline, all up together."""
-    shapes, count = set(), 0
-    for _, kwargs in score_step.scorer_pools(cfg):
-        r = actor_resources(kwargs)
-        shapes.add((r["CPU"], int(r["GPU"])))
-        count += kwargs["compute"].max_size
-    assert len(shapes) == 1, f"scorer actors of different sizes {shapes}: fit them one size at a time"
-    (cpus, gpus), = shapes
-    return cpus, gpus, count
-
-
-def train_workers(cfg: Config) -> list[dict[str, float]]:
-    """The bundles Ray Train reserves for a stage's workers (the trainer itself takes none)."""
-    group = scaling_config(cfg.train).as_placement_group_factory()
-    assert group.head_bundle_is_empty
-    return group.bundles
+    replicas run at once, as Ray's own vLLM stage reserves them for the processor config the code builds."""
+    ask = asks.generation_ask(cfg.generation, "model", cpu=False)
+    return list(ask.bundles), ask.units
 
 
 def demands(cfg: Config) -> dict[str, tuple[float, int, int]]:
     """Stage -> (CPUs, GPUs) of one unit that must sit on one node, and how many units run at once: what the
     code asks Ray for."""
-    workers = train_workers(cfg)
-    assert all(w == workers[0] for w in workers)
-    return {"vllm": vllm_replica(cfg), "scoring": scorer_pools(cfg),
-            "train": (workers[0].get("CPU", 0), int(workers[0].get("GPU", 0)), len(workers))}
+    out = {}
+    for stage, ask in (("vllm", asks.generation_ask(cfg.generation, "model", cpu=False)),
+                       ("scoring", asks.scoring_ask(cfg)), ("train", asks.train_ask(cfg))):
+        unit = ask.demand()[0]
+        assert all(u == unit for u in ask.demand()), f"{stage}: units of different sizes"
+        out[stage] = (unit.get("CPU", 0), int(unit.get("GPU", 0)), len(ask.demand()))
+    return out
 
 
 def hosts(types: list[NodeType], cpus: float, gpus: int, count: int) -> list[str]:
     """The types that hold `count` units within their max nodes: GPU units on GPU types, CPU-only on CPU types."""
     assert count >= 1
-    return [n.name for n in types if (n.gpus > 0) == (gpus > 0) and n.per_node(cpus, gpus) * n.max_nodes >= count]
+    per_node = lambda t: min(t.resources.get("CPU", 0) // cpus if cpus else math.inf,  # noqa: E731
+                             t.gpus // gpus if gpus else math.inf)
+    return [t.name for t in types if (t.gpus > 0) == (gpus > 0) and per_node(t) * t.max_nodes >= count]
 
 
 def test_cluster_files_exist() -> None:
@@ -268,17 +197,19 @@ def test_llama_config_fits_the_node_types(config: tuple[Path, ...], cluster: Pat
     types = node_types(cluster)
     for stage, (cpus, gpus, count) in demands(cfg).items():
         assert hosts(types, cpus, gpus, count), f"{stage}: {count} x ({cpus} CPUs, {gpus} GPUs) fit no node type"
+    make_plan("align", cfg, None, from_file(cluster)).check()  # the same, with memory, through the plan
 
 
 @pytest.mark.parametrize("path", LAUNCHERS, ids=ids(LAUNCHERS))
 @pytest.mark.parametrize("config", LLAMA_CONFIGS, ids=LLAMA_IDS)
 def test_autoscaler_starts_the_8_gpu_type_for_training(config: tuple[Path, ...], path: Path) -> None:
     """Nothing pins Train workers to a GPU model: Ray's bin packing must choose the 8 x 80 GB type for them."""
-    cluster, workers = load(path), train_workers(load_config(config))
+    cluster, workers = load(path), list(asks.train_ask(load_config(config)).bundles)
     types = cluster["available_node_types"]
     scorer = partial(_default_utilization_scorer, node_availability_summary=NodeAvailabilitySummary({}))
     added, left = get_nodes_for(types, {}, cluster["head_node_type"], cluster["max_workers"], workers, scorer)
     assert not left and added and all(types[k]["resources"].get("GPU", 0) == 8 for k in added), added
+    assert added == {next(k for k, t in types.items() if t["resources"].get("GPU") == 8): 1}, "one node trains"
 
 
 @pytest.mark.parametrize("override, stage", [
@@ -289,9 +220,13 @@ def test_autoscaler_starts_the_8_gpu_type_for_training(config: tuple[Path, ...],
     ("scoring.num_actors=20", "scoring"),  # 3 x 20 actors x 4 CPUs: more than the CPU nodes hold
 ])
 def test_fit_check_rejects_what_does_not_fit(override: str, stage: str) -> None:
-    cpus, gpus, count = demands(load_config(LLAMA_CONFIGS[0], [override]))[stage]
+    cfg = load_config(LLAMA_CONFIGS[0], [override])
+    cpus, gpus, count = demands(cfg)[stage]
+    step = {"vllm": "generate", "scoring": "score", "train": "train stage 1"}[stage]
     for cluster in CLUSTER_FILES:
         assert not hosts(node_types(cluster), cpus, gpus, count), f"{override} fits {cluster.name}"
+        plan = make_plan("align", cfg, None, from_file(cluster))  # CPU actors may spill onto GPU nodes: a warning
+        assert any(p.startswith(f"{step} (") for p in plan.problems + plan.warnings), (override, plan.problems)
 
 
 @pytest.mark.parametrize("config", LLAMA_CONFIGS, ids=LLAMA_IDS)
@@ -301,23 +236,23 @@ def test_vllm_engine_asks_for_the_actor_resources(config: tuple[Path, ...], tp: 
     engine (the placement group's bundles with TP > 1, the engine actor itself with TP = 1), as Ray's stage asks."""
     steer = "generation.actor_resources={accelerator_type:A10G: 0.001, gen_node: 1}"
     cfg = load_config(config, [steer, f"generation.vllm.tensor_parallel_size={tp}"])
-    bundles, _ = vllm_bundles(cfg)
+    bundles, replicas = vllm_bundles(cfg)
     assert len(bundles) == tp and int(sum(b["GPU"] for b in bundles)) == tp
     assert all(b["accelerator_type:A10G"] == 0.001 and b["gen_node"] == 1 for b in bundles), bundles
     # Without actor_resources, Ray's default placement: no custom resources, the same CPUs and GPUs.
-    plain, _ = vllm_bundles(load_config(config, [f"generation.vllm.tensor_parallel_size={tp}"]))
+    plain, plain_replicas = vllm_bundles(load_config(config, [f"generation.vllm.tensor_parallel_size={tp}"]))
     assert all(set(b) <= {"CPU", "GPU"} for b in plain), plain
-    assert vllm_replica(cfg) == vllm_replica(load_config(config, [f"generation.vllm.tensor_parallel_size={tp}"]))
+    assert [{k: b[k] for k in ("CPU", "GPU")} for b in bundles] == plain and replicas == plain_replicas
 
 
 @pytest.mark.parametrize("config", LLAMA_CONFIGS, ids=LLAMA_IDS)
 def test_scorer_actors_ask_for_the_scoring_actor_resources(config: tuple[Path, ...]) -> None:
     """`scoring.actor_resources` puts every scorer pool's actors on the node type that carries the label."""
     cfg = load_config(config, ["scoring.actor_resources={score_node: 1}"])
-    pools = [actor_resources(kwargs) for _, kwargs in score_step.scorer_pools(cfg)]
+    pools = [asks.actor_resources(kwargs) for _, kwargs in score_step.scorer_pools(cfg)]
     assert len(pools) == 3 and all(p["score_node"] == 1 for p in pools), pools
-    plain = [actor_resources(kwargs) for _, kwargs in score_step.scorer_pools(load_config(config))]
-    assert all(set(p) == {"CPU", "GPU"} for p in plain), plain
+    plain = [asks.actor_resources(kwargs) for _, kwargs in score_step.scorer_pools(load_config(config))]
+    assert all(set(p) == {"CPU"} for p in plain), plain
     assert [p["CPU"] for p in plain] == [p["CPU"] for p in pools]
 
 

@@ -1,5 +1,6 @@
 """The `udasa` command: one subcommand per pipeline step, each resumable over a run directory,
-plus evaluation, comparison, reports and scorer validation. `COMMANDS` maps a name to its handler."""
+plus evaluation, comparison, reports, scorer validation and a job's plan on a cluster. `COMMANDS` maps a name to
+its handler."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from udasa_ray.config import Config, load_config
 from udasa_ray.errors import entry
+from udasa_ray.plan import JOBS
 from udasa_ray.runs import RunDir
 from udasa_ray.tracking import tracked
 
@@ -62,6 +64,22 @@ def _parser() -> argparse.ArgumentParser:
     hub.add_argument("--run-dir", required=True)
     hub.add_argument("--repo-id", required=True, help="e.g. your-name/smollm2-135m-udasa")
     hub.add_argument("--private", action="store_true")
+    plan = sub.add_parser("plan", help="every step a job runs: the Ray resources it asks for, whether the cluster's "
+                          "node types place it, GPU memory and time estimates; exit 2 if it does not fit")
+    plan.add_argument("--config", action="append", help=CONFIG_HELP)
+    plan.add_argument("--job", default="align", choices=JOBS, help="the job planned (default: align)")
+    plan.add_argument("--methods", nargs="+", help="reproduce / compare_methods: the methods (default: the job's)")
+    plan.add_argument("--tasks", nargs="+", help="evaluation tasks (default: the config's eval.tasks)")
+    where = plan.add_mutually_exclusive_group()
+    where.add_argument("--cluster", help="a Ray cluster launcher YAML or KubeRay RayCluster/RayJob (clusters/)")
+    where.add_argument("--gpus-per-node", type=int, help="instead of a file: nodes of N GPUs each")
+    plan.add_argument("--gpu-memory", type=float, help="GB a GPU (with --gpus-per-node, or for GPU types the "
+                      "plan does not know)")
+    plan.add_argument("--gpu", help="the GPU model with --gpus-per-node, e.g. A100-80GB (its memory and speed)")
+    plan.add_argument("--cpus-per-node", type=float, help="with --gpus-per-node (default 12 a GPU)")
+    plan.add_argument("--nodes", type=float, default=1, help="with --gpus-per-node (default 1)")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.add_argument("overrides", nargs="*", metavar="key=value")
     val = sub.add_parser("validate-scorers", help="AUROC of every scorer on a labelled set")
     val.add_argument("--config", action="append", help=CONFIG_HELP)
     val.add_argument("--data", help="labelled JSONL (default: the bundled set)")
@@ -99,6 +117,28 @@ def _eval(cfg: Config, args: argparse.Namespace) -> int:
     with tracked(cfg, Path(args.model), "udasa eval") if trained.exists() else contextlib.nullcontext():
         summary = evaluate_model(cfg, model, out, args.label or label, salt, args.force)
     print(f"[eval] {summary['label']} ({model}), judge {summary['judge']}:\n{format_summary(summary)}")
+    return 0
+
+
+def _plan(cfg: Config, args: argparse.Namespace) -> int:
+    from udasa_ray import plan
+    from udasa_ray.plan.cluster import from_file, from_flags, local
+
+    configs, overrides = args.config or [], args.overrides + ([f"eval.tasks={json.dumps(args.tasks)}"]
+                                                              if args.tasks else [])
+    cfg = load_config(configs, overrides) if args.tasks else cfg
+    cfgs = None
+    if args.job in ("reproduce", "compare_methods"):
+        cfgs = plan.method_configs(configs, overrides, args.methods or plan.default_methods(args.job))
+    if args.cluster:
+        cluster = from_file(args.cluster, args.gpu_memory)
+    elif args.gpus_per_node is not None:
+        cluster = from_flags(args.gpus_per_node, args.gpu_memory, args.gpu, args.cpus_per_node, args.nodes)
+    else:
+        cluster = local(cfg.ray.num_cpus)
+    made = plan.make_plan(args.job, cfg, cfgs, cluster, configs)
+    print(json.dumps(made.to_json(), indent=2) if args.json else made.table())
+    made.check()
     return 0
 
 
@@ -146,6 +186,7 @@ COMMANDS: dict[str, tuple[Callable[..., int], bool]] = {
     **{name: (_step, True) for name in STEPS},
     "eval": (_eval, True),
     "validate-scorers": (_validate_scorers, True),
+    "plan": (_plan, True),
     "compare": (_compare, False),
     "report": (_report, False),
     "export": (_export, False),

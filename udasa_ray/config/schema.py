@@ -43,6 +43,15 @@ class VLLMConfig:
 
 
 @dataclass
+class JudgeVLLMConfig(VLLMConfig):
+    """The vllm judge's engines: VLLMConfig plus where they run."""
+
+    # Custom Ray resources every engine worker (one per GPU) asks for, e.g. {gpu_80gb: 0.001} (clusters/): keeps
+    # a judge too large for the smaller GPU types on the node type that holds it (docs/cluster.md, `udasa plan`).
+    actor_resources: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class RainConfig:
     """RAIN (Li et al. 2023): decoding that searches ahead over token sets, scores each with the
     policy's own judgement of the partial answer, and rewinds from what it judges bad. hf backend."""
@@ -247,7 +256,8 @@ class JudgeConfig:
     retries: int = 2  # extra attempts after a malformed reply or a transient HTTP error
     timeout_s: float = 120.0
     concurrency: int = 4
-    vllm: VLLMConfig = field(default_factory=VLLMConfig)  # the vllm backend's engine, replicas and batch
+    # The vllm backend's engine, replicas, batch and placement.
+    vllm: JudgeVLLMConfig = field(default_factory=JudgeVLLMConfig)
 
 
 @dataclass

@@ -5,8 +5,9 @@ The robust task (Table 6) first finds GCG suffixes for its behaviours (gcg.py, a
 each behaviour as it is and with each suffix.
 
 Generation goes through the pipeline's Ray Data generator (a resumable sub-run in
-<out>/generations); the offline judges and the multiple-choice log-likelihoods run as one Ray task
-where `eval.num_cpus/num_gpus` are; an LLM judge, if configured, is called from the driver.
+<out>/generations), RAIN's search through the hf decoding in a Ray task where `eval.num_cpus/num_gpus`
+are; the offline judges and the multiple-choice log-likelihoods run as one such task too; an LLM
+judge, if configured, is called from the driver.
 """
 
 from __future__ import annotations
@@ -126,9 +127,10 @@ def multiple_choice(j: _Judging) -> list[dict]:
     """MC1 and MC2 of every TruthfulQA item, from the evaluated model's log-likelihoods of the choices
     (one row per item and score, sample_idx -1: they judge the model, not an answer)."""
     from udasa_ray.evaluate.loglik import mc_scores
-    from udasa_ray.models import load_policy
+    from udasa_ray.models import device, load_policy
 
-    policy, tok = load_policy(j.model, j.cfg.models.cache_dir, "float32")
+    # bf16 on a GPU: a 30B policy in fp32 (130 GB) fits no single GPU; fp32 on CPUs, where bf16 is emulated.
+    policy, tok = load_policy(j.model, j.cfg.models.cache_dir, "bfloat16" if device() == "cuda" else "float32")
     return [_row("truthful", metric, {"prompt_id": it["id"], "sample_idx": -1}, v, "log-likelihood")
             for it in j.items if it["task"] == "truthful"
             for metric, v in mc_scores(policy, tok, it, j.cfg.generation).items()]
@@ -196,6 +198,57 @@ def offline_judgements(cfg: Config, model: str, items: list[dict], responses: li
         if task in cfg.eval.tasks and mine:
             rows += judge(j, mine)
     return rows
+
+
+def rain_generate(cfg: Config, path: str, resume: bool) -> dict:
+    """RAIN's answers to a sub-run's prompts in this process: the hf backend's decoding (generate/hf.py), a batch
+    at a time, each batch a part file of <path>/responses. Run as a Ray task where the evaluation's CPUs and GPU
+    are, so RAIN's search runs with the policy on the evaluation's GPU."""
+    import dataclasses as dc
+
+    from udasa_ray.generate.hf import HFGenerator
+    from udasa_ray.generate.requests import build_requests
+    from udasa_ray.generate.step import RESPONSE_SCHEMA, read_responses
+    from udasa_ray.parts import write_part
+
+    gen, out = cfg.generation, Path(path) / "responses"
+    out.mkdir(exist_ok=True)
+    have = read_responses(out) if resume else RESPONSE_SCHEMA.empty_table()
+    done = set(zip(have["prompt_id"].to_pylist(), have["sample_idx"].to_pylist(), strict=True))
+    prompts = pq.read_table(Path(path) / "prompts.parquet").to_pylist()
+    requests = build_requests(prompts, gen.n, gen.seed, done)
+    settings = {k: getattr(gen, k) for k in ("temperature", "top_p", "max_new_tokens", "system_prompt",
+                                             "prompt_template", "dtype", "decoding")}
+    model = HFGenerator(cfg.models.policy, cfg.models.cache_dir, {**settings, "rain": dc.asdict(gen.rain)},
+                        max(1, int(cfg.eval.num_cpus)))
+    for i in range(0, len(requests), gen.batch_size):
+        batch = requests[i : i + gen.batch_size]
+        answered = model({k: np.array([r[k] for r in batch], dtype=object) for k in batch[0]})
+        rows = [dict(zip(answered, values, strict=True)) for values in zip(*answered.values(), strict=True)]
+        write_part(pa.Table.from_pylist(rows, schema=RESPONSE_SCHEMA), out)
+    return {"prompts": len(prompts), "responses": len(done) + len(requests), "generated_this_run": len(requests)}
+
+
+def rain_subrun(path: Path, cfg: Config, prompts: list[dict], salt: str, force: bool) -> tuple[pa.Table, str]:
+    """generate_subrun for RAIN: the same sub-run (prompts, key, resumable parts), its answers made by
+    `rain_generate` in a Ray task of `eval.num_cpus` CPUs and `eval.num_gpus` GPUs."""
+    from udasa_ray.generate.step import SUBRUN_GENERATE, read_responses
+    from udasa_ray.ray_utils import init_ray, run_task
+
+    sub = RunDir(path)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, limit=None))
+    pq.write_table(pa.Table.from_pylist([{"prompt_id": p["prompt_id"], "prompt": p["prompt"]} for p in prompts],
+                                        schema=pa.schema([("prompt_id", pa.string()), ("prompt", pa.string())])),
+                   sub / "prompts.parquet")
+    key = json.dumps([[p["prompt_id"], p["prompt"]] for p in prompts])
+
+    def work(resume: bool) -> dict:
+        init_ray(cfg.ray)
+        return run_task(rain_generate, cfg, str(sub.path), resume, num_cpus=cfg.eval.num_cpus,
+                        num_gpus=cfg.eval.num_gpus)
+
+    sub.run(SUBRUN_GENERATE, cfg, work, force, key=[key], salt=[salt])
+    return read_responses(sub / "responses"), sub.made_with("generate")
 
 
 # --- the LLM judge, summaries ---------------------------------------------------------------------
@@ -268,8 +321,9 @@ def evaluate_model(cfg: Config, model: str, out: Path, label: str, salt: str = "
                             top_p=eval_cfg.top_p, max_new_tokens=eval_cfg.max_new_tokens, seed=eval_cfg.seed,
                               decoding=eval_cfg.decoding)
     gcfg = dataclasses.replace(cfg, generation=gen, models=dataclasses.replace(cfg.models, policy=model))
-    responses, ghash = generate_subrun(run / "generations", gcfg, [{"prompt_id": it["id"], "prompt": it["query"]}
-                                                                     for it in items], salt, force)
+    subrun = rain_subrun if eval_cfg.decoding == "rain" else generate_subrun  # RAIN: where the evaluation's GPU is
+    responses, ghash = subrun(run / "generations", gcfg, [{"prompt_id": it["id"], "prompt": it["query"]}
+                                                          for it in items], salt, force)
     responses = responses.to_pylist()
 
     def work(resume: bool) -> dict:
