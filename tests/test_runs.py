@@ -145,8 +145,9 @@ def test_a_failed_job_marks_its_tracking_run_failed_and_keeps_its_own_error(tmp_
 
 def test_a_run_made_before_the_step_protocol_keeps_its_finished_steps(tmp_path):
     """tests/data/manifest-v0.1.json holds the hashes the code before the step protocol recorded for
-    configs/tiny-cpu.yaml: each main step, the three curriculum stages and the held-out sides' generation. The
-    protocol computes the same hashes, so such a run skips every finished step instead of redoing it."""
+    configs/tiny-cpu.yaml as it was then (`overrides`): each main step, the three curriculum stages and the held-out
+    sides' generation. The protocol computes the same hashes, so such a run skips every finished step instead of
+    redoing it."""
     import json
 
     from udasa_ray.generate.step import GENERATE, SUBRUN_GENERATE
@@ -157,7 +158,7 @@ def test_a_run_made_before_the_step_protocol_keeps_its_finished_steps(tmp_path):
     from udasa_ray.train.step import stage_step
 
     saved = json.loads((ROOT / "tests" / "data" / "manifest-v0.1.json").read_text())
-    cfg = load_config(ROOT / saved["config"])
+    cfg = load_config(ROOT / saved["config"], saved["overrides"])
     run = RunDir(tmp_path / "old")
     run.manifest_path.write_text(json.dumps(saved["manifest"]))
     for step in (GENERATE, SCORE, PAIRS["udasa"]):
@@ -173,5 +174,5 @@ def test_a_run_made_before_the_step_protocol_keeps_its_finished_steps(tmp_path):
     for side, salt in (("base", ""), ("aligned", stages[-1][1])):
         assert run.config_hash(SUBRUN_GENERATE, cfg, key=[prompts], salt=[salt]) == saved[f"heldout/{side}"]["generate"]
     # A changed config section is not taken for the old one.
-    other = load_config(ROOT / saved["config"], ["generation.temperature=0.5"])
+    other = load_config(ROOT / saved["config"], [*saved["overrides"], "generation.temperature=0.5"])
     assert run.todo(GENERATE, run.config_hash(GENERATE, other)) is not None

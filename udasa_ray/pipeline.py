@@ -42,8 +42,6 @@ def run_pipeline(cfg: Config, run: RunDir, through: str = "report", since: str =
     if "generate" in steps and "ingest" not in steps and run.step("ingest").get("status") != "done":
         steps = ("ingest", *steps)
     streamed = cfg.scoring.stream and {"generate", "score"} <= set(steps)
-    if streamed:  # then the two steps finish as usual, resuming what the stream made
-        run.stream([GENERATE, SCORE], cfg, lambda: generate_and_score(with_generator(cfg), run), force)
     make = {
         "ingest": lambda: ingest_step(cfg, run, source, force),
         "generate": lambda: generate_step(cfg, run, force and not streamed),
@@ -51,4 +49,9 @@ def run_pipeline(cfg: Config, run: RunDir, through: str = "report", since: str =
         "train": lambda: train(cfg, run, force, on_stage), "check": lambda: check_step(cfg, run, force),
         "report": lambda: write_report(run),
     }
-    return {name: make[name]() for name in steps}
+    done: dict[str, Any] = {}
+    for name in steps:
+        if name == "generate" and streamed:  # the two steps then finish as usual, resuming what the stream made
+            run.stream([GENERATE, SCORE], cfg, lambda: generate_and_score(with_generator(cfg), run), force)
+        done[name] = make[name]()
+    return done

@@ -188,7 +188,9 @@ class RunDir:
         return self.manifest()["steps"].get(name, {})
 
     def made_with(self, name: str) -> str:
-        """The hash step `name` was made with."""
+        """The hash step `name` was made (or is being made) with."""
+        if "config_hash" not in self.step(name):
+            raise StepMissing(f"{self.path} has no '{name}' step: run `udasa {name}` first")
         return self.step(name)["config_hash"]
 
     def require(self, name: str, command: str) -> None:
@@ -201,7 +203,7 @@ class RunDir:
         hashes of the steps it reads (`after`), then `salt` (the hash of an input made elsewhere: the stage
         before, the training behind a policy)."""
         own = [section_hash(cfg, *step.reads)] if step.reads else []
-        return step_hash(*key, *own, *(self.step(name)["config_hash"] for name in step.after), *salt)
+        return step_hash(*key, *own, *(self.made_with(name) for name in step.after), *salt)
 
     def adopt(self, src: RunDir, steps: Sequence[Step]) -> list[str]:
         """Take `src`'s finished `steps`, their outputs and manifest entries, where this run lacks them or

@@ -159,10 +159,23 @@ def _open(cfg: Config, run_dir: Path, name: str, store: Path, parent: Tracker | 
         import wandb
 
         run_id = state["run_id"] if same else uuid.uuid4().hex[:12]
-        group, where = group or run_id, str(run_dir.resolve() / "wandb")
-        handle = wandb.init(project=t.experiment, dir=str(run_dir.resolve()), mode=t.wandb_mode, id=run_id,
-                            resume="allow", name=name, group=group, job_type=name, config=_config(cfg),
-                            reinit="create_new", settings=wandb.Settings(silent=True, console="off"))
+        group, where = group or (state["group"] if same else run_id), str(run_dir.resolve() / "wandb")
+
+        def init(run_id: str):  # noqa: ANN202
+            return wandb.init(project=t.experiment, dir=str(run_dir.resolve()), mode=t.wandb_mode, id=run_id,
+                              resume="allow", name=name, group=group, job_type=name, config=_config(cfg),
+                              reinit="create_new", settings=wandb.Settings(silent=True, console="off"))
+
+        try:
+            handle = init(run_id)
+        except Exception as e:  # noqa: BLE001 - W&B's own error type
+            if not same or "in use" not in str(e):
+                raise
+            # A job killed with its W&B run open leaves the run held: the rerun logs to a new run in the same group.
+            print(f"[tracking] W&B run {run_id} is still held by the job that was killed: logging to a new run in "
+                  f"its group {group}")
+            run_id = uuid.uuid4().hex[:12]
+            handle = init(run_id)
     mlflow_store = {"uri": uri, "experiment_id": exp_id} if t.backend == "mlflow" else {}
     (run_dir / STATE).write_text(json.dumps({"backend": t.backend, "run_id": run_id, "group": group, "job": name,
                                              "params_hash": digest, **mlflow_store}, indent=2))

@@ -164,7 +164,9 @@ class ScoringConfig:
 class CurriculumConfig:
     # K stages from K - 1 increasing thresholds on the Δu scale (docs/method.md).
     thresholds: list[float] = field(default_factory=lambda: [0.4, 0.7])
-    scale: Literal["minmax", "raw", "quantile"] = "minmax"
+    # quantile: Δu's rank in [0, 1] (the paper sorts the pairs, then cuts at τ: 0.4 / 0.7 keep 30% / 30% / 40%);
+    # minmax: Δu rescaled to [0, 1], which on a right-skewed Δu leaves the first stage a few pairs; raw: Δu itself.
+    scale: Literal["minmax", "raw", "quantile"] = "quantile"
     cumulative: bool = False
     seed: int = 0  # picks each pair's rejected response
 

@@ -101,6 +101,11 @@ def no_pair_reason(cfg: Config, run: RunDir, counts: dict) -> str:
     return f"{counts['groups']} prompt groups, none with 2 valid responses (see the error column in {where})"
 
 
+# A stage holding less than this share of the pairs gets a warning: min-max on a right-skewed Δu leaves its first
+# stage a handful of pairs, and the share shrinks as the data grows.
+SMALL_STAGE = 0.05
+
+
 def make_pairs(cfg: Config, run: RunDir) -> dict:
     curriculum = cfg.curriculum
     build = {"udasa": udasa_from_run, "rlaif": rlaif_from_run, "rlcd": rlcd_from_run}[cfg.pairs.method]
@@ -130,12 +135,17 @@ def make_pairs(cfg: Config, run: RunDir) -> dict:
         else:
             print(f"[pairs] warning: stage {k} ({names[k - 1]}) is empty on the {curriculum.scale} scale with "
                   f"thresholds {curriculum.thresholds}: it will be skipped")
+        if 0 < len(rows) < SMALL_STAGE * len(pairs):
+            print(f"[pairs] warning: stage {k} ({names[k - 1]}) holds {len(rows)} of {len(pairs)} pairs "
+                  f"({len(rows) / len(pairs):.1%}) on the {curriculum.scale} scale: a stage this small barely trains "
+                  "(curriculum.scale: quantile cuts at ranks instead)")
         summary["stages"].append(info)
     (run / "stages" / "summary.json").write_text(json.dumps(summary, indent=2))
     sizes = ", ".join(f"{s['name']} {s['pairs']}" for s in summary["stages"])
     print(f"[pairs] {counts['pairs']} pairs from {counts['groups']} prompts "
           f"({counts['groups_without_pair']} without 2 valid responses); stages: {sizes}")
-    return {**counts, "stage_sizes": [s["pairs"] for s in summary["stages"]]}
+    return {**counts, "stage_sizes": [s["pairs"] for s in summary["stages"]],
+            "stage_delta_u": [s.get("delta_u") for s in summary["stages"]]}
 
 
 def pairs_step(cfg: Config, run: RunDir, force: bool = False) -> dict:
