@@ -136,12 +136,12 @@ def _trials(run: RunDir) -> list[dict]:
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_sweep_killed_in_a_trial_resumes_and_writes_table_plots_and_best_config(tmp_path, model_cache):
-    """A 1-stage and a 3-stage trial. The sweep is killed (SIGKILL to its process group) once the 3-stage trial
-    has finished stage 1; the rerun restores the experiment, keeps the finished 1-stage trial, does not retrain
-    stage 1, and writes the table, the plots and a best.yaml that loads. (A sweep tracked in W&B: the two-node
-    shape's, tests/test_cluster_shape.py.)"""
+    """A 1-stage and a 3-stage trial, tracked with W&B offline. The sweep is killed (SIGKILL to its process
+    group) once the 3-stage trial has finished stage 1; the rerun restores the experiment, keeps the finished
+    1-stage trial, does not retrain stage 1, and writes the table, the plots and a best.yaml that loads. W&B holds
+    the sweep job's run and one per trial from Ray Tune's own logger."""
     run = scored_run(tmp_path / "run")
-    cmd = _tune(run, model_cache, "tune.stages=[1, 3]", "tune.asha=false")
+    cmd = _tune(run, model_cache, "tune.stages=[1, 3]", "tune.asha=false", "tracking.backend=wandb")
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=job_env(), start_new_session=True)
     k3 = RunDir(run / "tune" / "trials" / "k3_0.4_0.7")
@@ -175,3 +175,15 @@ def test_sweep_killed_in_a_trial_resumes_and_writes_table_plots_and_best_config(
     top = max(trials, key=lambda t: float(t["objective"]))
     assert best.curriculum.thresholds == json.loads(top["thresholds"])
     assert best.models.cache_dir == model_cache and best.train.max_steps_per_stage == 1
+
+    # W&B offline files, one folder per process that logged a run. A killed job can leave its run held, and the
+    # rerun's job run is then a new one in the same group; Ray Tune's logger resumes each trial's run by its id.
+    state = json.loads((run / "tracking.json").read_text())
+    logs: dict[str, bytes] = {}
+    for p in (run / "wandb").glob("offline-run-*/run-*.wandb"):
+        run_id = p.parent.name.rsplit("-", 1)[1]
+        logs[run_id] = logs.get(run_id, b"") + p.read_bytes()
+    job = logs.pop(state["run_id"])
+    assert b"tune.stages" in job and b"heatmap" in job  # the config, and the sweep's plots as images
+    trials = [t for t in logs.values() if b"stage_accuracy" in t]
+    assert len(trials) == 2 and all(state["group"].encode() in t for t in [*trials, job])

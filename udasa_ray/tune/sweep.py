@@ -116,6 +116,9 @@ def sweep(cfg: Config, run: RunDir, fresh: bool = False, tracker: Tracker | None
         {"cpu": tune_cfg.trial_cpus})
     space = {"point": tune.grid_search(list(range(len(points))))} if points else {}
     init_ray(cfg.ray)
+    # Built (and the loggers' environment set) on a restore too: Tune restores its callbacks from the experiment,
+    # and W&B's would look for an API key without WANDB_MODE.
+    callbacks = tune_callbacks(cfg, tracker)
     if tune.Tuner.can_restore(str(storage / "sweep")):
         print(f"[tune] resuming the sweep in {storage / 'sweep'}")
         tuner = tune.Tuner.restore(str(storage / "sweep"), trainable, resume_unfinished=True, resume_errored=True,
@@ -142,7 +145,7 @@ def sweep(cfg: Config, run: RunDir, fresh: bool = False, tracker: Tracker | None
             tune_config=tune.TuneConfig(num_samples=1 if points else tune_cfg.num_samples, search_alg=search,
                                         scheduler=scheduler, max_concurrent_trials=tune_cfg.max_concurrent_trials),
             run_config=tune.RunConfig(name="sweep", storage_path=str(storage.resolve()), verbose=1,
-                                      callbacks=tune_callbacks(cfg, tracker)))
+                                      callbacks=callbacks))
     return write_sweep_report(cfg, run, trial_rows(tuner.fit(), points, run))
 
 
