@@ -108,7 +108,8 @@ def main() -> None:
     for backend, st in stats.items():
         tps = st["tokens_this_run"] / st["seconds"]
         steady_s, steady_tokens = sum(st["batch_seconds"][1:]), sum(st["batch_tokens"][1:])
-        steady = f"{steady_tokens / steady_s:6.1f} tokens/s after it" if steady_s else "one batch only"
+        # ray.data.llm may hand back every row at once at the end: then there is no steady rate to show.
+        steady = f"{steady_tokens / steady_s:6.1f} tokens/s after it" if steady_s >= 1 else "the rest at once"
         print(f"{backend + ' pipeline':18}: {st['tokens_this_run']:6d} tokens in {st['seconds']:6.1f}s = {tps:6.1f} "
               f"tokens/s ({tps / limit:.0%} of the limit); first batch (with start-up) "
               f"{st['batch_seconds'][0]:.1f}s, {steady}")
