@@ -232,23 +232,15 @@ def rain_generate(cfg: Config, path: str, resume: bool) -> dict:
 def rain_subrun(path: Path, cfg: Config, prompts: list[dict], salt: str, force: bool) -> tuple[pa.Table, str]:
     """generate_subrun for RAIN: the same sub-run (prompts, key, resumable parts), its answers made by
     `rain_generate` in a Ray task of `eval.num_cpus` CPUs and `eval.num_gpus` GPUs."""
-    from udasa_ray.generate.step import SUBRUN_GENERATE, read_responses
+    from udasa_ray.generate.step import generate_subrun
     from udasa_ray.ray_utils import init_ray, run_task
 
-    sub = RunDir(path)
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, limit=None))
-    pq.write_table(pa.Table.from_pylist([{"prompt_id": p["prompt_id"], "prompt": p["prompt"]} for p in prompts],
-                                        schema=pa.schema([("prompt_id", pa.string()), ("prompt", pa.string())])),
-                   sub / "prompts.parquet")
-    key = json.dumps([[p["prompt_id"], p["prompt"]] for p in prompts])
-
-    def work(resume: bool) -> dict:
+    def make(cfg: Config, sub: RunDir, resume: bool) -> dict:
         init_ray(cfg.ray)
         return run_task(rain_generate, cfg, str(sub.path), resume, num_cpus=cfg.eval.num_cpus,
                         num_gpus=cfg.eval.num_gpus)
 
-    sub.run(SUBRUN_GENERATE, cfg, work, force, key=[key], salt=[salt])
-    return read_responses(sub / "responses"), sub.made_with("generate")
+    return generate_subrun(path, cfg, prompts, salt, force, make)
 
 
 # --- the LLM judge, summaries ---------------------------------------------------------------------

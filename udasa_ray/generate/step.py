@@ -10,6 +10,7 @@ import dataclasses
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -138,10 +139,11 @@ def generate(cfg: Config, run: RunDir, resume: bool = False) -> dict:
     }
 
 
-def generate_subrun(path: Path, cfg: Config, prompts: list[dict], salt: str = "", force: bool = False
-                    ) -> tuple[pa.Table, str]:
+def generate_subrun(path: Path, cfg: Config, prompts: list[dict], salt: str = "", force: bool = False,
+                    make: Callable[[Config, RunDir, bool], dict] | None = None) -> tuple[pa.Table, str]:
     """Generate for `prompts` (prompt_id, prompt) in a small run directory of their own, resumable like
-    the main one: the held-out check, RLCD's contrastive answers and evaluation use it.
+    the main one: the held-out check, RLCD's contrastive answers and evaluation use it. `make(cfg, sub,
+    resume)` writes the answers (default: `generate`, the backend's Ray Data pipeline).
 
     Returns the responses and the hash they were made with (`salt`: what else they depend on,
     e.g. the training that produced the policy).
@@ -152,7 +154,8 @@ def generate_subrun(path: Path, cfg: Config, prompts: list[dict], salt: str = ""
                                         schema=pa.schema([("prompt_id", pa.string()), ("prompt", pa.string())])),
                    sub / "prompts.parquet")
     key = json.dumps([[p["prompt_id"], p["prompt"]] for p in prompts])
-    sub.run(SUBRUN_GENERATE, cfg, lambda resume: generate(cfg, sub, resume), force, key=[key], salt=[salt])
+    sub.run(SUBRUN_GENERATE, cfg, lambda resume: (make or generate)(cfg, sub, resume), force, key=[key],
+            salt=[salt])
     return read_responses(sub / "responses"), sub.made_with("generate")
 
 
