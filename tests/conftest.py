@@ -78,9 +78,12 @@ TINY_ALIGN = ["data.limit=4", "data.heldout_prompts=2", "generation.n=2", "gener
 
 def job_env() -> dict[str, str]:
     """The environment jobs and `udasa` commands run in here, as the README runs them: their own local Ray (no
-    RAY_ADDRESS), unbuffered output, this checkout importable from any working directory."""
+    RAY_ADDRESS) and their own W&B service (no WANDB_SERVICE left by an in-process W&B test: a job killed while
+    connected to this process's service would leave its runs held there), unbuffered output, this checkout
+    importable from any working directory."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
     env.pop("RAY_ADDRESS", None)
+    env.pop("WANDB_SERVICE", None)
     return env
 
 

@@ -387,6 +387,8 @@ def test_wandb_offline_runs_for_the_job_and_each_stage(tmp_path, model_cache):
     import dataclasses
     import multiprocessing
 
+    import wandb
+
     from udasa_ray.models import resolve
     from udasa_ray.tracking import tracked
     from udasa_ray.train.dpo import train_stage
@@ -404,6 +406,7 @@ def test_wandb_offline_runs_for_the_job_and_each_stage(tmp_path, model_cache):
         worker.start()
         worker.join(300)
         assert worker.exitcode == 0
+    wandb.teardown()  # this process's W&B service, and the variable that leads later processes to it
     logs = {p.parent.name: p.read_bytes() for p in (run / "wandb").glob("offline-run-*/run-*.wandb")}
     [job_log] = [v for k, v in logs.items() if k.endswith(tracker.run_id)]
     [stage_log] = [v for k, v in logs.items() if not k.endswith(tracker.run_id)]
