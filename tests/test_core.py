@@ -144,6 +144,8 @@ def test_tracking_metrics_from_a_run_directory(tmp_path):
 def test_the_default_split_keeps_every_stage_a_share_and_min_max_is_warned_about(tmp_path, capsys):
     """On a right-skewed Δu (one clear pair, the rest close), min-max ties the scale to the largest pair and leaves
     the first stage one pair of 40, with a warning; the default (Δu's rank) cuts 0.4 / 0.7 into 30% / 30% / 40%."""
+    import json
+
     import pyarrow as pa
 
     from udasa_ray.config import load_config
@@ -169,3 +171,8 @@ def test_the_default_split_keeps_every_stage_a_share_and_min_max_is_warned_about
     stats = make_pairs(load_config(None, ["curriculum.scale=minmax"]), run)
     assert stats["stage_sizes"][0] == 1
     assert "stage 1 (conservative) holds 1 of 40 pairs (2.5%) on the minmax scale" in capsys.readouterr().out
+    # The anti-curriculum: the same stages, listed (and so trained) hard to easy.
+    stats = make_pairs(load_config(None, ["curriculum.order=hard_first"]), run)
+    summary = json.loads((run / "stages" / "summary.json").read_text())
+    assert [s["stage"] for s in summary["stages"]] == [3, 2, 1] and stats["stage_sizes"] == [16, 12, 12]
+    assert summary["order"] == "hard_first"

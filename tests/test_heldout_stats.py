@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from udasa_ray.check.arms import arms_markdown, compare_arms, seed_average
 from udasa_ray.check.step import compare_sides, format_check, per_prompt
 from udasa_ray.evaluate.metrics import paired_difference, sign_flip_p
 
@@ -124,3 +125,21 @@ def test_length_matched_difference_removes_a_drop_that_only_shortening_explains(
     matched = length_matched(rows, base, aligned, n_boot=500)
     assert matched["U"]["slope_per_token"] == pytest.approx(0.004, abs=0.0005)
     assert matched["U"]["lo"] < 0 < matched["U"]["hi"] and abs(matched["U"]["mean"]) < 0.01  # ... all by length
+
+
+def test_arms_pool_their_seeds_prompt_by_prompt():
+    """Arm "a" lowers every prompt by 0.1 in one seed and 0.3 in the other; "b" by 0.1 in both. Pooled, "a" is
+    0.2 below the base and 0.1 below "b" on every prompt but p0, where a NaN leaves the first seed's value."""
+    ids = [f"p{i}" for i in range(12)]
+    base = {k: 0.5 + 0.02 * i for i, k in enumerate(ids)}
+    a = [{k: v - 0.1 for k, v in base.items()}, {k: v - 0.3 for k, v in base.items()}]
+    b = [{k: v - 0.1 for k, v in base.items()}] * 2
+    a[1]["p0"] = float("nan")
+    assert seed_average(a)["p0"] == pytest.approx(0.4) and seed_average(a)["p1"] == pytest.approx(0.32)
+    out = compare_arms(base, {"b": b, "a": a}, "b", n_boot=200)
+    assert out["a"]["seeds"] == pytest.approx([-0.1, -0.3]) and out["a"]["seed_mean"] == pytest.approx(-0.2)
+    assert out["a"]["vs_base"]["prompts"] == 12 and out["a"]["vs_base"]["hi"] < 0
+    assert out["a"]["vs_reference"]["mean"] == pytest.approx(-0.1 * 11 / 12)  # p0: a's one seed equals b
+    assert "vs_reference" not in out["b"] and "vs_reference" not in compare_arms(base, {"a": a}, "b")["a"]
+    table = arms_markdown(out, "U", "b")
+    assert "| a | -0.1000, -0.3000 | -0.2000 |" in table and "| b |" in table and table.count("\n") == 3

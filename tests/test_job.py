@@ -9,6 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, TINY_ALIGN, align_cmd, job_env
 
+from udasa_ray.config import load_config
+
 
 def _job(*args, cwd=ROOT):
     return subprocess.run(align_cmd(*args), cwd=cwd, env=job_env(), capture_output=True, text=True, timeout=580)
@@ -53,33 +55,38 @@ def test_compare_methods_names_an_unknown_method(tmp_path):
 
 
 @pytest.mark.timeout(600)
-def test_curriculum_vs_oneshot_shares_the_run_and_the_step_budget(tiny_align_run, tmp_path, model_cache):
-    """The one-shot run reuses the curriculum run's responses, scores and base held-out answers, trains
-    one stage for the curriculum's total planned steps, and is compared with it prompt by prompt."""
+def test_curriculum_arms_share_the_run_and_match_beta_lr_and_budget(tiny_align_run, tmp_path, model_cache):
+    """Two arms of jobs/curriculum.py on the tiny run's scores: one-shot and the anti-curriculum. Both reuse the
+    run's responses, scores and base held-out answers; they train the same total steps at one beta and one peak
+    lr; the anti-curriculum trains its stages hard to easy; the table pairs each arm with the base and one-shot."""
     run, _ = tiny_align_run
-    base_parts = sorted((run / "heldout" / "base" / "responses").glob("part-*"))
-    one = tmp_path / "oneshot"
-    r = subprocess.run([sys.executable, str(ROOT / "jobs" / "curriculum_vs_oneshot.py"), "--config",
-                        str(ROOT / "configs" / "tiny-cpu.yaml"), "--run-dir", str(run), "--out", str(one), "--eval",
-                        *TINY_ALIGN, f"models.cache_dir={model_cache}", "eval.limit=1", "eval.samples=1",
-                        "eval.max_new_tokens=4", "eval.bootstrap=100", "eval.tasks=[helpful]"], env=job_env(),
-                       capture_output=True, text=True,
-                       timeout=580)
+    base_parts = {p.name: p.stat().st_mtime_ns for p in (run / "heldout" / "base" / "responses").glob("part-*")}
+    out = tmp_path / "arms"
+    r = subprocess.run([sys.executable, str(ROOT / "jobs" / "curriculum.py"), "--config",
+                        str(ROOT / "configs" / "tiny-cpu.yaml"), "--run-dir", str(run), "--out", str(out),
+                        "--arms", "one-shot,anti", "--seeds", "3", *TINY_ALIGN, f"models.cache_dir={model_cache}",
+                        "eval.bootstrap=100"], env=job_env(), capture_output=True, text=True, timeout=580)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    curriculum = json.loads((run / "train" / "summary.json").read_text())
-    budget = sum(s["planned_steps"] for s in curriculum["stages"])
-    assert len(curriculum["stages"]) >= 2 and f"at most {budget} steps" in r.stdout
-    (stage,) = json.loads((one / "train" / "summary.json").read_text())["stages"]
-    assert stage["planned_steps"] == budget and stage["train_pairs"] == 4
-    # The base policy's held-out answers were reused, not regenerated (new parts would have new names).
-    assert sorted((one / "heldout" / "base" / "responses").glob("part-*")) == [
-        one / "heldout" / "base" / "responses" / p.name for p in base_parts]
-    result = json.loads((one / "heldout" / "vs_curriculum.json").read_text())
-    assert result["budget_steps"] == budget and result["paired"]["U"]["prompts"] == 2
-    assert "one-shot − curriculum" in r.stdout
-    # --eval: the three policies evaluated (one task here) and laid side by side.
-    table = (one / "compare" / "compare.md").read_text()
-    assert all(f"| {m} |" in table for m in ("vanilla", "one-shot", "three-stage"))
+    assert "[generate] already done" in r.stdout and "[score] already done" in r.stdout
+    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", TINY_ALIGN)
+    curriculum = json.loads((run / "train" / "summary.json").read_text())["stages"]
+    budget = len(curriculum) * cfg.train.max_steps_per_stage  # what the recipe's stages plan at most
+    trained = {arm: json.loads((out / arm / "seed3" / "train" / "summary.json").read_text())["stages"]
+               for arm in ("one-shot", "anti")}
+    assert len(trained["one-shot"]) == 1 and trained["one-shot"][0]["train_pairs"] == 4
+    assert [s["stage"] for s in trained["anti"]] == [s["stage"] for s in curriculum][::-1]  # hard to easy
+    for stages in trained.values():
+        assert sum(s["planned_steps"] for s in stages) == budget
+        assert {s["beta"] for s in stages} == {cfg.train.beta} and len({s["peak_lr"] for s in stages}) == 1
+    for arm in trained:  # the base side is the run's own, copied, not made again
+        sub = out / arm / "seed3" / "heldout" / "base" / "responses"
+        assert {p.name: p.stat().st_mtime_ns for p in sub.glob("part-*")} == base_parts
+    result = json.loads((out / "summary.json").read_text())
+    u = result["metrics"]["U"]
+    assert result["budget_steps"] == budget and result["seeds"] == [3]
+    assert len(u["anti"]["seeds"]) == 1 and u["anti"]["vs_base"]["prompts"] == 2
+    assert u["anti"]["vs_reference"]["prompts"] == 2 and "vs_reference" not in u["one-shot"]
+    assert "| anti |" in r.stdout and "vs one-shot" in r.stdout
 
 
 @pytest.mark.timeout(900)
@@ -245,7 +252,6 @@ def test_align_job_is_one_mlflow_run_that_a_rerun_resumes(tiny_align_run, tmp_pa
 
     from mlflow import MlflowClient
 
-    from udasa_ray.config import load_config
     from udasa_ray.tracking import flatten
 
     src, _ = tiny_align_run

@@ -1,7 +1,7 @@
 import pytest
 
 from udasa_ray.train.data import dpo_rows, eval_split
-from udasa_ray.train.schedule import EarlyStop, lr_at, phases, stage_peak, stage_steps
+from udasa_ray.train.schedule import EarlyStop, lr_at, phases, shared_budget, stage_peak, stage_steps
 
 
 def test_paper_shape_stage_1():
@@ -30,6 +30,18 @@ def test_stage_steps():
     assert stage_steps(n_pairs=100, batch_per_step=8, max_steps=3000) == 13  # one epoch
     assert stage_steps(n_pairs=10**6, batch_per_step=8, max_steps=3000) == 3000  # capped
     assert stage_steps(n_pairs=3, batch_per_step=8, max_steps=3000) == 1
+
+
+def test_a_shared_budget_follows_the_stages_pairs_and_sums_to_the_total():
+    assert shared_budget(60, [300, 300, 400]) == [18, 18, 24]
+    assert shared_budget(60, [1000]) == [60]
+    assert shared_budget(10, [1, 1, 1]) in ([4, 3, 3], [3, 4, 3], [3, 3, 4])
+    assert shared_budget(3, [1, 1, 98]) == [1, 1, 1]  # every stage at least one step
+    assert shared_budget(5, [7, 122, 871]) == [1, 1, 3]
+    for total, sizes in ((42, [129, 351, 520]), (7, [5, 0, 2]), (100, [1, 2, 3, 4])):
+        assert sum(shared_budget(total, sizes)) == total and min(shared_budget(total, sizes)) >= 1
+    with pytest.raises(ValueError, match="cannot give each of 3 stages"):
+        shared_budget(2, [1, 1, 1])
 
 
 def test_early_stop_on_stale_loss():

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import optuna
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, job_env
 
@@ -33,10 +34,10 @@ def test_grid_never_yields_an_invalid_or_duplicate_curriculum():
     assert all(p["tau1"] < p["tau2"] for p in pts)
     keys = [(p["stages"], *p["thresholds"]) for p in pts]
     assert len(keys) == len(set(keys))
-    # one 1-stage trial; 2 stages: midpoints 0.35, 0.5, 0.55; 3 and 4 stages: (0.3,0.4) (0.3,0.7) (0.4,0.7)
-    assert sorted(k for k in keys if k[0] <= 2) == [(1,), (2, 0.35), (2, 0.5), (2, 0.55)]
+    # one 1-stage trial; 2 stages: cut at τ2 0.4 or 0.7; 3 and 4 stages: (0.3,0.4) (0.3,0.7) (0.4,0.7)
+    assert sorted(k for k in keys if k[0] <= 2) == [(1,), (2, 0.4), (2, 0.7)]
     assert len([k for k in keys if k[0] == 3]) == 3 == len([k for k in keys if k[0] == 4])
-    assert spread_thresholds(2, 0.4, 0.7) == [0.55] and spread_thresholds(4, 0.2, 0.8) == [0.2, 0.5, 0.8]
+    assert spread_thresholds(2, 0.4, 0.7) == [0.7] and spread_thresholds(4, 0.2, 0.8) == [0.2, 0.5, 0.8]
     with pytest.raises(ValueError, match="τ1 < τ2"):
         spread_thresholds(3, 0.7, 0.4)
     assert trial_name(3, [0.4, 0.7]) == "k3_0.4_0.7" and trial_name(1, []) == "k1"
@@ -67,15 +68,15 @@ def test_tune_config_errors(tmp_path):
     # what a sweep needs of other sections is checked when it starts, not for every run
     from udasa_ray.tune.sweep import check_preconditions
 
-    run = RunDir(tmp_path / "unscored")
+    run, held = RunDir(tmp_path / "unscored"), "data.heldout_prompts=2"
     with pytest.raises(ConfigError, match="needs held-out pairs"):
-        check_preconditions(load_config(None, ["train.eval_fraction=0"]), run)
-    with pytest.raises(ConfigError, match="data.heldout_prompts"):
-        check_preconditions(load_config(None, ["tune.objective=heldout_U", "tune.asha=false"]), run)
+        check_preconditions(load_config(None, [held, "train.eval_fraction=0"]), run)
+    with pytest.raises(ConfigError, match="data.heldout_prompts"):  # heldout_U, the default objective
+        check_preconditions(load_config(None, ["tune.asha=false"]), run)
     with pytest.raises(ConfigError, match="pairs.method"):
-        check_preconditions(load_config(None, ["pairs.method=rlaif"]), run)
+        check_preconditions(load_config(None, [held, "pairs.method=rlaif"]), run)
     with pytest.raises(StepMissing, match="no finished 'score' step"):
-        check_preconditions(load_config(), run)
+        check_preconditions(load_config(None, [held]), run)
 
 
 def test_trial_rows_keep_an_errored_trials_thresholds(tmp_path):
@@ -94,7 +95,7 @@ def test_trial_rows_keep_an_errored_trials_thresholds(tmp_path):
                SimpleNamespace(config={"point": 1}, metrics=final, error=None)]
     rows = trial_rows(results, points, run)
     assert [(r["trial"], r["stages"], r["tau1"], r["tau2"], r["thresholds"], r["status"]) for r in rows] == [
-        ("k3_0.4_0.7", 3, 0.4, 0.7, "[0.4, 0.7]", "error"), ("k2_0.45", 2, 0.3, 0.6, "[0.45]", "error"),
+        ("k3_0.4_0.7", 3, 0.4, 0.7, "[0.4, 0.7]", "error"), ("k2_0.6", 2, 0.3, 0.6, "[0.6]", "error"),
         ("k3_0.4_0.7", 3, 0.4, 0.7, "[0.4, 0.7]", "stopped (ASHA)"), ("k3_0.4_0.7", 3, 0.4, 0.7, "[0.4, 0.7]", "done")]
     assert rows[0]["trial_dir"] == str(run / "tune" / "trials" / "k3_0.4_0.7")
     assert rows[2]["objective"] is None and rows[3]["objective"] == 0.75 and rows[3]["stages_done"] == 3
@@ -102,25 +103,31 @@ def test_trial_rows_keep_an_errored_trials_thresholds(tmp_path):
 
 def scored_run(path: Path, prompts: int = 16, n: int = 3) -> RunDir:
     """A run as the score stage leaves it: per prompt, a careful answer with low uncertainty and
-    curt ones with higher, spread so that Δu covers the thresholds' range."""
-    rows = []
-    for i, p in enumerate(ingest("bundled:prompts", 2000)[0][:prompts]):
+    curt ones with higher, spread so that Δu covers the thresholds' range; the next 2 prompts held out."""
+    rows, bundled = [], ingest("bundled:prompts", 2000)[0]
+    run = RunDir(path)
+    for name, chosen in (("prompts.parquet", bundled[:prompts]), ("heldout.parquet", bundled[prompts:prompts + 2])):
+        pq.write_table(pa.Table.from_pylist([{"prompt_id": p["prompt_id"], "prompt": p["prompt"]} for p in chosen]),
+                       run / name)
+    run.update_step("ingest", status="done", config_hash="hand-written")
+    for i, p in enumerate(bundled[:prompts]):
         for s in range(n):
             u = (0.05, 0.1, 0.0) if s == 0 else (0.1 + 0.8 * i / prompts, 0.5 + 0.4 * s / n, 0.1)
             rows.append({"prompt_id": p["prompt_id"], "prompt": p["prompt"], "sample_idx": s,
                          "response": "Here is a careful answer: " + p["reference"][:60] if s == 0 else
                          f"No idea ({s}).", "u_sem": u[0], "u_fact": u[1], "u_val": u[2], "U": float(fuse(u)),
                          "error": None})
-    run = RunDir(path)
     (run / "scores").mkdir()
     write_part(pa.Table.from_pylist(rows, schema=SCORE_SCHEMA), run / "scores")
     run.update_step("score", status="done", config_hash="hand-written")
     return run
 
 
-# One optimizer step a stage, an evaluation after it, on 4 held-out pairs.
+# One optimizer step a stage, an evaluation after it, on 4 held-out pairs; 2 answers of 8 tokens to each held-out
+# prompt for the objective.
 TINY = ["train.max_steps_per_stage=1", "train.max_length=64", "train.warmup_steps=0", "train.decay_steps=0",
-        "train.eval_steps=1", "train.eval_fraction=0.25", "tune.tau1=[0.4]", "tune.tau2=[0.7]", "ray.num_cpus=2"]
+        "train.eval_steps=1", "train.eval_fraction=0.25", "tune.tau1=[0.4]", "tune.tau2=[0.7]", "ray.num_cpus=2",
+        "data.heldout_prompts=2", "generation.n=2", "generation.max_new_tokens=8"]
 
 
 def _tune(run: RunDir, model_cache: str, *extra: str) -> list[str]:
@@ -136,7 +143,8 @@ def _trials(run: RunDir) -> list[dict]:
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_sweep_killed_in_a_trial_resumes_and_writes_table_plots_and_best_config(tmp_path, model_cache):
-    """A 1-stage and a 3-stage trial, tracked with W&B offline. The sweep is killed (SIGKILL to its process
+    """A 1-stage and a 3-stage trial on the default objective (held-out U), tracked with W&B offline. The base
+    policy answers the held-out prompts once, before the trials. The sweep is killed (SIGKILL to its process
     group) once the 3-stage trial has finished stage 1; the rerun restores the experiment, keeps the finished
     1-stage trial, does not retrain stage 1, and writes the table, the plots and a best.yaml that loads. W&B holds
     the sweep job's run and one per trial from Ray Tune's own logger."""
@@ -163,16 +171,23 @@ def test_sweep_killed_in_a_trial_resumes_and_writes_table_plots_and_best_config(
     assert stage1.stat().st_mtime_ns == mtime  # stage 1 of the interrupted trial was not retrained
     trials = _trials(run)
     assert sorted(t["trial"] for t in trials) == ["k1", "k3_0.4_0.7"] and {t["status"] for t in trials} == {"done"}
-    assert all(0 <= float(t["objective"]) <= 1 for t in trials)
+    base = run / "heldout" / "base" / "responses"
+    made = {p.name: p.stat().st_mtime_ns for p in base.glob("part-*.parquet")}
+    assert made and len(pq.read_table(base)) == 2 * 2
     for t in trials:  # each trial trained its own curriculum from the run's scores
-        summary = json.loads((run / "tune" / "trials" / t["trial"] / "stages" / "summary.json").read_text())
+        trial = RunDir(run / "tune" / "trials" / t["trial"])
+        summary = json.loads((trial / "stages" / "summary.json").read_text())
         assert summary["thresholds"] == json.loads(t["thresholds"])
+        # Its objective: the mean U of its own answers; the base side is the sweep's, copied, not made again.
+        check = json.loads((trial / "heldout" / "summary.json").read_text())
+        assert float(t["objective"]) == pytest.approx(check["aligned"]["U"]) and 0 <= check["aligned"]["U"] <= 1
+        assert {p.name: p.stat().st_mtime_ns for p in (trial / "heldout" / "base" / "responses").glob("part-*")} == made
     stages = json.loads((k3 / "train" / "summary.json").read_text())["stages"]
     assert len(stages) == 3 and all(s["steps"] == 1 for s in stages)
     table = (run / "tune" / "trials.md").read_text()
     assert "**Best:**" in table and (run / "tune" / "heatmap.png").exists() and (run / "tune" / "stages.png").exists()
     best = load_config(run / "tune" / "best.yaml")  # the user passes it to jobs/align.py as is
-    top = max(trials, key=lambda t: float(t["objective"]))
+    top = min(trials, key=lambda t: float(t["objective"]))  # lower held-out U is better
     assert best.curriculum.thresholds == json.loads(top["thresholds"])
     assert best.models.cache_dir == model_cache and best.train.max_steps_per_stage == 1
 

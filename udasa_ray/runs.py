@@ -48,7 +48,8 @@ UNREAD_AS = {("generation", "vllm"): (lambda g: g["backend"] != "vllm", {
 # of older runs stay finished.
 ADDED_LATER = {("models", "generator"): None, ("generation", "decoding"): "sample", ("scoring", "stream"): False,
                ("eval", "decoding"): "sample", ("train", "loss_type"): ["sigmoid"], ("train", "loss_weights"): None,
-               ("train", "label_smoothing"): 0.0, ("train", "stage_loss_types"): None}
+               ("train", "label_smoothing"): 0.0, ("train", "stage_loss_types"): None, ("train", "total_steps"): 0,
+               ("train", "eval_seed"): None, ("curriculum", "order"): "easy_first"}
 
 
 def _pop(d: dict, dotted: str) -> Any:

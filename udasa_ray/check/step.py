@@ -135,24 +135,18 @@ def heldout_check(cfg: Config, run: RunDir, force: bool = False) -> dict[str, An
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from udasa_ray.generate.step import generate_subrun
     from udasa_ray.score.backends import Embedder
-    from udasa_ray.score.step import SUBRUN_SCORE, score
 
     trained = run.step("train")["stats"]
-    aligned, aligned_hash = trained["aligned"], trained["aligned_hash"]
-    heldout = pq.read_table(run / "heldout.parquet").to_pylist()
     embed = Embedder(cfg.scoring.semantic.model, cfg.models.cache_dir)
     rows, sides = {}, {}
-    for side, policy in (("base", cfg.models.policy), ("aligned", aligned)):
-        sub = RunDir(run / "heldout" / side)
-        gcfg = dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, policy=policy))
-        responses, _ = generate_subrun(sub.path, gcfg, heldout, aligned_hash if side == "aligned" else "", force)
-        # Scored with the run's own config: a policy_judge scorer stays the base policy on both sides.
-        sub.run(SUBRUN_SCORE, cfg, lambda resume, s=sub: score(cfg, s, resume), force)
+    for side, policy, salt in (("base", cfg.models.policy, ""), ("aligned", trained["aligned"],
+                                                                  trained["aligned_hash"])):
+        sub, responses = answer_side(cfg, run, side, policy, salt, force)
         rows[side] = _side_rows(sub, responses, embed)
         sides[side] = per_prompt(rows[side], cfg.scoring.unsafe_threshold)
-    result: dict[str, Any] = {"prompts": len(heldout), "responses_per_prompt": cfg.generation.n,
+    prompts = len(sides["base"]["U"])
+    result: dict[str, Any] = {"prompts": prompts, "responses_per_prompt": cfg.generation.n,
                               **compare_sides(sides["base"], sides["aligned"], cfg.eval.bootstrap, cfg.data.seed)}
     result["length_matched"] = length_matched(rows["base"] + rows["aligned"], sides["base"], sides["aligned"],
                                               cfg.eval.bootstrap, cfg.data.seed)
@@ -161,7 +155,32 @@ def heldout_check(cfg: Config, run: RunDir, force: bool = False) -> dict[str, An
                                           **{m: sides[side][m][pid] for m in CHECK_METRICS}}
                                          for side in sides for pid in sides[side]["U"]]),
                    run / "heldout" / "per_prompt.parquet")
-    return {"prompts": len(heldout), "responses_per_prompt": cfg.generation.n}
+    return {"prompts": prompts, "responses_per_prompt": cfg.generation.n}
+
+
+def answer_side(cfg: Config, run: RunDir, side: str, policy: str, salt: str = "", force: bool = False):  # noqa: ANN201
+    """One side of the check: `policy` answers the run's held-out prompts in heldout/<side> (salted with what made
+    the policy), and the run's scorers score the answers; returns the sub-run and its responses. Both resume."""
+    import pyarrow.parquet as pq
+
+    from udasa_ray.generate.step import generate_subrun
+    from udasa_ray.score.step import SUBRUN_SCORE, score
+
+    sub = RunDir(run / "heldout" / side)
+    gcfg = dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, policy=policy))
+    responses, _ = generate_subrun(sub.path, gcfg, pq.read_table(run / "heldout.parquet").to_pylist(), salt, force)
+    # Scored with the run's own config: a policy_judge scorer stays the base policy on both sides.
+    sub.run(SUBRUN_SCORE, cfg, lambda resume: score(cfg, sub, resume), force)
+    return sub, responses
+
+
+def share_base_side(src: RunDir, dst: RunDir) -> None:
+    """Give `dst` the base side that `src` answered and scored: with the same held-out prompts, generation and
+    scoring settings its sub-run's hashes match, so `dst`'s check answers only with its own aligned policy."""
+    import shutil
+
+    if not (dst / "heldout" / "base").exists():
+        shutil.copytree(src / "heldout" / "base", dst / "heldout" / "base")
 
 
 def read_per_prompt(run: RunDir, side: str) -> dict[str, dict[str, float]]:

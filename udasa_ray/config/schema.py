@@ -167,6 +167,8 @@ class CurriculumConfig:
     # quantile: Δu's rank in [0, 1] (the paper sorts the pairs, then cuts at τ: 0.4 / 0.7 keep 30% / 30% / 40%);
     # minmax: Δu rescaled to [0, 1], which on a right-skewed Δu leaves the first stage a few pairs; raw: Δu itself.
     scale: Literal["minmax", "raw", "quantile"] = "quantile"
+    # easy_first: the clearest pairs (largest Δu) first, as the method trains; hard_first: the anti-curriculum.
+    order: Literal["easy_first", "hard_first"] = "easy_first"
     cumulative: bool = False
     seed: int = 0  # picks each pair's rejected response
 
@@ -218,6 +220,9 @@ class TrainConfig:
     decay_steps: int = 500  # linear decay to 0 at every stage end
     max_steps_per_stage: int = 3000
     epochs_per_stage: float = 1.0
+    # > 0: the optimizer steps of all stages together, shared by their pairs (replaces the two above): arms of a
+    # comparison that group the same pairs differently then train as long.
+    total_steps: int = 0
     beta: float = 0.1
     beta_last_stage: float = 0.3  # the stronger KL term of the last stage
     reference: Literal["initial", "previous"] = "initial"  # previous: sDPO / Curri-DPO style
@@ -253,7 +258,8 @@ class TrainConfig:
     # Where ranks share dataset and reference log-prob caches; "" = <run>/train/work.
     # Multi-node runs need it (and the run directory) on shared storage.
     work_dir: str = ""
-    seed: int = 0
+    seed: int = 0  # draws the capped stages' pairs, the batch order and (without eval_seed) the eval split
+    eval_seed: int | None = None  # the early-stopping split's own seed: fixed while `seed` varies
 
 
 @dataclass
@@ -337,10 +343,11 @@ class TuneConfig:
     stages: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     min_gap: float = 0.05  # optuna: τ2 >= τ1 + min_gap
     num_samples: int = 8  # optuna: trials
-    # pair_accuracy: held-out pairs' reward accuracy of the final policy (from training's evals);
-    # heldout_U: mean fused U of its answers to the held-out prompts (lower is better);
+    # heldout_U: mean fused U of the trial policy's answers to the held-out prompts (lower is better), against
+    # the base policy's answers made once per sweep; pair_accuracy: held-out pairs' reward accuracy of the final
+    # policy (from training's evals), a cheap proxy that rates how well DPO learns the pairs' own labels;
     # eval:<metric>: an evaluation-task metric, e.g. eval:harmlessness.
-    objective: str = "pair_accuracy"
+    objective: str = "heldout_U"
     asha: bool = True  # stop trials whose stage metric trails, after `grace_period` stages
     grace_period: int = 1
     max_concurrent_trials: int = 1

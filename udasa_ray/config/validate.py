@@ -102,6 +102,7 @@ RULES: dict[str, list[Rule]] = {
         ("decay_steps", lambda t: t.decay_steps >= 0, ">= 0"),
         ("max_steps_per_stage", lambda t: t.max_steps_per_stage >= 1, ">= 1"),
         ("epochs_per_stage", lambda t: t.epochs_per_stage > 0, "> 0"),
+        ("total_steps", lambda t: t.total_steps >= 0, ">= 0 (0: each stage its own)"),
         ("beta", lambda t: t.beta > 0, "> 0"),
         ("beta_last_stage", lambda t: t.beta_last_stage > 0, "> 0"),
         ("batch_size", lambda t: t.batch_size >= 1, ">= 1"),

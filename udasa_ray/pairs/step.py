@@ -140,6 +140,9 @@ def make_pairs(cfg: Config, run: RunDir) -> dict:
                   f"({len(rows) / len(pairs):.1%}) on the {curriculum.scale} scale: a stage this small barely trains "
                   "(curriculum.scale: quantile cuts at ranks instead)")
         summary["stages"].append(info)
+    if curriculum.order == "hard_first":  # the train step trains the stages in the summary's order
+        summary["stages"].reverse()
+    summary["order"] = curriculum.order
     (run / "stages" / "summary.json").write_text(json.dumps(summary, indent=2))
     sizes = ", ".join(f"{s['name']} {s['pairs']}" for s in summary["stages"])
     print(f"[pairs] {counts['pairs']} pairs from {counts['groups']} prompts "

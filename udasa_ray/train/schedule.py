@@ -16,6 +16,22 @@ def stage_steps(n_pairs: int, batch_per_step: int, max_steps: int, epochs: float
     return max(1, min(max_steps, math.ceil(epochs * n_pairs / batch_per_step)))
 
 
+def shared_budget(total: int, sizes: list[int]) -> list[int]:
+    """`total` optimizer steps shared among stages in proportion to their pairs (largest remainders), at least 1
+    each: every pair is met about equally often, however the pairs are grouped into stages."""
+    if total < len(sizes):
+        raise ValueError(f"a budget of {total} steps cannot give each of {len(sizes)} stages a step")
+    n = sum(sizes) or 1
+    quota = [total * k / n for k in sizes]
+    steps = [max(1, math.floor(q)) for q in quota]
+    by_remainder = sorted(range(len(sizes)), key=lambda i: quota[i] - math.floor(quota[i]), reverse=True)
+    for i in (by_remainder * total)[: max(0, total - sum(steps))]:
+        steps[i] += 1
+    while sum(steps) > total:  # the at-least-1 floor overshot: take back from the largest
+        steps[steps.index(max(steps))] -= 1
+    return steps
+
+
 def phases(total: int, warmup: int, decay: int) -> tuple[int, int]:
     """Warm-up and decay lengths that fit in `total` steps (scaled down together if not)."""
     if warmup + decay <= total:

@@ -32,7 +32,7 @@ from udasa_ray.runs import RunDir, Step
 from udasa_ray.tracking import stage_spec
 from udasa_ray.train.data import budget_subset, dpo_rows, eval_split
 from udasa_ray.train.job import StageJob, published
-from udasa_ray.train.schedule import phases, stage_peak, stage_steps
+from udasa_ray.train.schedule import phases, shared_budget, stage_peak, stage_steps
 
 # Its record's stats are the training summary (the aligned policy and its hash); its work always runs, and
 # each stage, a sub-step, skips itself when done.
@@ -63,8 +63,9 @@ def work_dir(train_cfg: TrainConfig, run: RunDir) -> Path:
 
 
 def stage_job(cfg: Config, run: RunDir, stage: dict, index: int, last: bool, start: str, base: str,
-              eval_ids: set[str], step_hash: str = "") -> StageJob:
-    """Everything a worker needs for one stage, with its data written to the run's shared work dir."""
+              eval_ids: set[str], step_hash: str = "", budget: int | None = None) -> StageJob:
+    """Everything a worker needs for one stage, with its data written to the run's shared work dir. `budget`: the
+    stage's share of train.total_steps, in place of its own step count."""
     train_cfg, gen = cfg.train, cfg.generation
     work = work_dir(train_cfg, run)
     work.mkdir(parents=True, exist_ok=True)
@@ -74,7 +75,7 @@ def stage_job(cfg: Config, run: RunDir, stage: dict, index: int, last: bool, sta
         raise StepFailed(f"stage {stage['stage']} ({stage['name']}): all {len(pairs)} pairs are in the eval split; "
                          "lower train.eval_fraction")
     batch = train_cfg.batch_size * train_cfg.grad_accum * train_cfg.num_workers
-    steps = stage_steps(len(train), batch, train_cfg.max_steps_per_stage, train_cfg.epochs_per_stage)
+    steps = budget or stage_steps(len(train), batch, train_cfg.max_steps_per_stage, train_cfg.epochs_per_stage)
     stage_pairs, train = len(train), budget_subset(train, steps * batch, train_cfg.seed + stage["stage"])
     train_file = work / f"stage_{stage['stage']}_train.parquet"
     pq.write_table(pa.Table.from_pylist(dpo_rows(train, gen.prompt_template, gen.system_prompt)), train_file)
@@ -172,8 +173,14 @@ def _train_stages(cfg: Config, run: RunDir, force: bool,
     stages = planned_stages(run)
     base = resolve(cfg.models.policy, cfg.models.cache_dir)
     pairs = pq.read_table(run / "pairs" / "pairs.parquet", columns=["prompt_id"])["prompt_id"].to_pylist()
-    eval_ids = eval_split(pairs, cfg.train.eval_fraction, cfg.train.seed)
+    eval_seed = cfg.train.seed if cfg.train.eval_seed is None else cfg.train.eval_seed
+    eval_ids = eval_split(pairs, cfg.train.eval_fraction, eval_seed)
     chain = run.chain([stage_step(s["stage"], i == 0) for i, s in enumerate(stages)], cfg, force)
+    budgets = [None] * len(stages)
+    if cfg.train.total_steps:
+        if cfg.train.total_steps < len(stages):
+            raise StepFailed(f"train.total_steps {cfg.train.total_steps} is fewer than the {len(stages)} stages")
+        budgets = shared_budget(cfg.train.total_steps, [s["pairs"] for s in stages])
     start, todo = base, []
     for index, (stage, (step, step_hash, to_do)) in enumerate(zip(stages, chain, strict=True), start=1):
         if not to_do:
@@ -181,7 +188,7 @@ def _train_stages(cfg: Config, run: RunDir, force: bool,
                 on_stage(index, len(stages), run.step(step.name)["stats"])
         else:
             todo.append((index, step, step_hash, stage_job(cfg, run, stage, index, index == len(stages), start, base,
-                                                           eval_ids, step_hash)))
+                                                           eval_ids, step_hash, budgets[index - 1])))
         start = str(run / step.outputs[0])
     together = on_stage is None and cfg.train.deepspeed.zero_stage == 0
     for group in ([todo] if together and todo else [[t] for t in todo]):

@@ -1,7 +1,7 @@
 """The sweep's search space (pure): τ1 < τ2 by construction, and K stages spread from them.
 
-The stage counts from one (τ1, τ2): 1 stage has no threshold, 2 cut at the midpoint
-(0.4/0.7 -> 0.55, the paper's 0.6), 3 use τ1 and τ2, 4 add the midpoint between them.
+The stage counts from one (τ1, τ2): 1 stage has no threshold, 2 cut at τ2 (the paper's Table 1
+cuts 0.3/0.6 -> 0.6), 3 use τ1 and τ2, 4 add the midpoint between them.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from typing import Any
 
 
 def spread_thresholds(k: int, tau1: float, tau2: float) -> list[float]:
-    """The K − 1 thresholds of a K-stage curriculum from τ1 < τ2."""
+    """The K − 1 thresholds of a K-stage curriculum from τ1 < τ2. Two stages cut at τ2: the first stage is the
+    three-stage curriculum's first (the pairs above τ2), the second holds the rest; four add the midpoint."""
     if not tau1 < tau2:
         raise ValueError(f"τ1 < τ2 required, got τ1={tau1}, τ2={tau2}")
     mid = round((tau1 + tau2) / 2, 4)
-    return {1: [], 2: [mid], 3: [tau1, tau2], 4: [tau1, mid, tau2]}[k]
+    return {1: [], 2: [tau2], 3: [tau1, tau2], 4: [tau1, mid, tau2]}[k]
 
 
 def grid_points(tau1s: Sequence[float], tau2s: Sequence[float], stages: Sequence[int]) -> list[dict[str, Any]]:

@@ -29,21 +29,33 @@ def trial_point(config: dict[str, Any], points: list[dict]) -> dict[str, Any]:
             "thresholds": spread_thresholds(p["stages"], p["tau1"], p["tau2"])}
 
 
-def objective_value(cfg: Config, trial: RunDir, trained: dict[str, Any]) -> float:
-    """The sweep's objective for a trained trial (see TuneConfig.objective)."""
+def objective_value(cfg: Config, run: RunDir, trial: RunDir, trained: dict[str, Any]) -> float:
+    """The sweep's objective for a trained trial of `run`'s sweep (see TuneConfig.objective)."""
     objective = cfg.tune.objective
     if objective == "pair_accuracy":
         acc = trained["stages"][-1].get("best_eval_reward_accuracy")
         return float("nan") if acc is None else float(acc)
-    if objective == "heldout_U":
-        from udasa_ray.check.step import check_step
+    if objective == "heldout_U":  # the base side was answered once for the sweep, in the run's own check
+        from udasa_ray.check.step import check_step, share_base_side
 
+        share_base_side(run, trial)
         return check_step(cfg, trial)["aligned"]["U"]
     from udasa_ray.evaluate.step import evaluate_model
 
     metric = objective.removeprefix("eval:")
     summary = evaluate_model(cfg, trained["aligned"], trial / "eval", trial.path.name, trained["aligned_hash"])
     return summary["metrics"][metric]["mean"]
+
+
+def trial_config(cfg: Config, thresholds: list[float]) -> Config:
+    """A trial's config: its thresholds, and workers that fit beside the trial function itself: Train workers
+    of `tune.worker_cpus`, and the held-out check's generation actor no larger (else, on a machine the trial
+    fills, it would wait for CPUs the trial holds)."""
+    workers = cfg.tune.worker_cpus or cfg.train.cpus_per_worker
+    return dataclasses.replace(
+        cfg, curriculum=dataclasses.replace(cfg.curriculum, thresholds=thresholds),
+        train=dataclasses.replace(cfg.train, cpus_per_worker=workers, work_dir=""),
+        generation=dataclasses.replace(cfg.generation, cpus_per_actor=min(cfg.generation.cpus_per_actor, workers)))
 
 
 def run_trial(config: dict[str, Any], base: dict[str, Any], run_dir: str, points: list[dict]) -> None:
@@ -53,14 +65,11 @@ def run_trial(config: dict[str, Any], base: dict[str, Any], run_dir: str, points
 
     from udasa_ray.pipeline import SHARED_STEPS, run_pipeline
 
-    cfg = from_dict(base)
     p = trial_point(config, points)
     th = p["thresholds"]
     run = RunDir(run_dir)
     trial = RunDir(run / "tune" / "trials" / trial_name(p["stages"], th))
-    workers = cfg.tune.worker_cpus or cfg.train.cpus_per_worker
-    cfg = dataclasses.replace(cfg, curriculum=dataclasses.replace(cfg.curriculum, thresholds=th),
-                              train=dataclasses.replace(cfg.train, cpus_per_worker=workers, work_dir=""))
+    cfg = trial_config(from_dict(base), th)
     info = {"stages": p["stages"], "tau1": p["tau1"], "tau2": p["tau2"], "thresholds": json.dumps(th),
             "trial_dir": str(trial.path)}
     with FileLock(str(trial / ".lock")):  # two trials with one curriculum: the second reuses the first
@@ -77,7 +86,7 @@ def run_trial(config: dict[str, Any], base: dict[str, Any], run_dir: str, points
                 tune.report({**m, "objective": float("nan")})  # NaN, as Tune requires the searcher's metric
 
         trained = run_pipeline(cfg, trial, "train", since="pairs", on_stage=on_stage)["train"]
-        tune.report({**last, "objective": objective_value(cfg, trial, trained)})
+        tune.report({**last, "objective": objective_value(cfg, run, trial, trained)})
 
 
 def check_preconditions(cfg: Config, run: RunDir) -> None:
@@ -116,6 +125,10 @@ def sweep(cfg: Config, run: RunDir, fresh: bool = False, tracker: Tracker | None
         {"cpu": tune_cfg.trial_cpus})
     space = {"point": tune.grid_search(list(range(len(points))))} if points else {}
     init_ray(cfg.ray)
+    if tune_cfg.objective == "heldout_U":  # every trial's answers are compared with the base policy's, made once
+        from udasa_ray.check.step import answer_side
+
+        answer_side(trial_config(cfg, []), run, "base", cfg.models.policy)  # with the trials' own resources
     # Built (and the loggers' environment set) on a restore too: Tune restores its callbacks from the experiment,
     # and W&B's would look for an API key without WANDB_MODE.
     callbacks = tune_callbacks(cfg, tracker)
