@@ -27,7 +27,7 @@ run: venv
 	$(PY) jobs/align.py --config $(CONFIG) --run-dir $(RUN_DIR)
 
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 # The inner loop: every test that neither loads a model nor starts Ray (under 2 minutes).
 test-fast: venv
