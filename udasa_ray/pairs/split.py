@@ -23,8 +23,8 @@ def scale_delta(delta: Sequence[float], scale: str) -> np.ndarray:
         order = d.argsort(kind="stable")
         ranks = np.empty(len(d))
         ranks[order] = np.arange(len(d))
-        for v in np.unique(d):
-            ranks[d == v] = ranks[d == v].mean()
+        _, tie = np.unique(d, return_inverse=True)  # each pair's group of equal Δu
+        ranks = (np.bincount(tie, weights=ranks) / np.bincount(tie))[tie]
         return ranks / max(1, len(d) - 1)
     raise ValueError(f"unknown Δu scale {scale!r} (raw, minmax, quantile)")
 
