@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from udasa_ray.config import Config
 from udasa_ray.evaluate.metrics import is_refusal, offline_helpfulness, paired_difference
 from udasa_ray.runs import RunDir, Step
 from udasa_ray.score.length import within_prompt_slope
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 # Its sub-runs (heldout/base, heldout/aligned) resume their own generation and scoring; this step compares them,
 # with the bootstrap's size and seed as its key (the rest of the eval and data sections it does not read).
@@ -158,7 +161,8 @@ def heldout_check(cfg: Config, run: RunDir, force: bool = False) -> dict[str, An
     return {"prompts": prompts, "responses_per_prompt": cfg.generation.n}
 
 
-def answer_side(cfg: Config, run: RunDir, side: str, policy: str, salt: str = "", force: bool = False):  # noqa: ANN201
+def answer_side(cfg: Config, run: RunDir, side: str, policy: str, salt: str = "",
+                force: bool = False) -> tuple[RunDir, pa.Table]:
     """One side of the check: `policy` answers the run's held-out prompts in heldout/<side> (salted with what made
     the policy), and the run's scorers score the answers; returns the sub-run and its responses. Both resume."""
     import pyarrow.parquet as pq

@@ -25,7 +25,7 @@ def shared_budget(total: int, sizes: list[int]) -> list[int]:
     quota = [total * k / n for k in sizes]
     steps = [max(1, math.floor(q)) for q in quota]
     by_remainder = sorted(range(len(sizes)), key=lambda i: quota[i] - math.floor(quota[i]), reverse=True)
-    for i in (by_remainder * total)[: max(0, total - sum(steps))]:
+    for i in by_remainder[: max(0, total - sum(steps))]:  # flooring loses under 1 step a stage
         steps[i] += 1
     while sum(steps) > total:  # the at-least-1 floor overshot: take back from the largest
         steps[steps.index(max(steps))] -= 1
