@@ -4,6 +4,7 @@ import itertools
 import sys
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from udasa_ray.pairs.build import build_pairs
@@ -63,10 +64,15 @@ def _rows(pid, Us, errors=()):
             for i, u in enumerate(Us)]
 
 
+def _pairs(rows, seed=0):
+    pairs, stats = build_pairs(pa.Table.from_pylist(rows), seed)
+    return pairs.to_pylist(), stats
+
+
 def test_pairs_choose_lowest_U_and_a_seeded_random_other():
     rows = _rows("a", [0.5, 0.2, 0.9, 0.4, 0.6]) + _rows("b", [0.3, float("nan"), 0.1, 0.25], errors=(2,))
     rows += _rows("c", [0.3, 0.2], errors=(0,))
-    pairs, stats = build_pairs(rows, seed=0)
+    pairs, stats = _pairs(rows, seed=0)
     assert stats == {"groups": 3, "pairs": 2, "groups_without_pair": 1}
     a, b = pairs
     assert a["chosen_idx"] == 1 and a["rejected_idx"] != 1 and a["delta_u"] == pytest.approx(a["U_rejected"] - 0.2)
@@ -75,14 +81,14 @@ def test_pairs_choose_lowest_U_and_a_seeded_random_other():
     assert (b["chosen_idx"], b["rejected_idx"], b["n_valid"]) == (3, 0, 2)
     # Deterministic for a seed; another seed changes some rejected picks across many groups.
     many = [r for g in range(40) for r in _rows(f"g{g}", [0.1, 0.5, 0.6, 0.7, 0.8])]
-    p0, p0b, p1 = build_pairs(many, 0)[0], build_pairs(many[::-1], 0)[0], build_pairs(many, 1)[0]
+    p0, p0b, p1 = _pairs(many, 0)[0], _pairs(many[::-1], 0)[0], _pairs(many, 1)[0]
     assert [p["rejected_idx"] for p in p0] == [p["rejected_idx"] for p in p0b]
     assert [p["rejected_idx"] for p in p0] != [p["rejected_idx"] for p in p1]
     assert {p["rejected_idx"] for p in p0} == {1, 2, 3, 4}  # uniform over the others
 
 
 def test_group_with_nan_U_counts_only_valid():
-    pairs, stats = build_pairs(_rows("b", [0.3, float("nan"), 0.1], errors=(2,)))
+    pairs, stats = _pairs(_rows("b", [0.3, float("nan"), 0.1], errors=(2,)))
     assert stats["groups_without_pair"] == 1 and not pairs
 
 
@@ -176,3 +182,4 @@ def test_the_default_split_keeps_every_stage_a_share_and_min_max_is_warned_about
     summary = json.loads((run / "stages" / "summary.json").read_text())
     assert [s["stage"] for s in summary["stages"]] == [3, 2, 1] and stats["stage_sizes"] == [16, 12, 12]
     assert summary["order"] == "hard_first"
+

@@ -513,7 +513,7 @@ def test_ablation_pairs_fuse_only_the_kept_dimensions(tmp_path):
     rows = [{"prompt_id": "p", "prompt": "q", "sample_idx": i, "response": f"r{i}", "u_sem": s, "u_fact": f,
              "u_val": v, "U": float(fuse([s, f, v])), "error": None} for i, (s, f, v) in enumerate(u)]
     write_part(pa.Table.from_pylist(rows, schema=SCORE_SCHEMA), run / "scores")
-    full, _ = udasa_from_run(_cfg(), run)
-    no_val, _ = udasa_from_run(_cfg("~/.cache/udasa-ray", "pairs.dimensions=[sem, fact]"), run)
+    full = udasa_from_run(_cfg(), run)[0].to_pylist()
+    no_val = udasa_from_run(_cfg("~/.cache/udasa-ray", "pairs.dimensions=[sem, fact]"), run)[0].to_pylist()
     assert full[0]["chosen"] == "r1" and no_val[0]["chosen"] == "r0"
     assert no_val[0]["U_chosen"] == pytest.approx(0.1)  # softmax over equal values: their mean

@@ -1,5 +1,6 @@
 """Property-based tests (Hypothesis): ingestion accounts for every record of any input, and any
-ill-typed override of any config key is refused with exit 2, naming the key."""
+ill-typed override of any config key is refused with exit 2, naming the key; any scored responses pair
+the lowest U against another valid response."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import contextlib
 import dataclasses
 import io
 import json
+import math
 import string
 import types
 import typing
 
+import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -115,3 +118,38 @@ def test_any_ill_typed_override_exits_2_naming_the_key(tmp_path, case):
     with contextlib.redirect_stderr(err):
         assert main(["ingest", "--run-dir", str(tmp_path / "never"), override]) == 2
     assert f"config error: {key}" in err.getvalue() and not (tmp_path / "never").exists()
+
+
+SCORED = st.lists(st.fixed_dictionaries({
+    "prompt_id": st.sampled_from(["a", "b", "é", "a b", "B"]), "response": st.sampled_from(["", " ", "yes", "no"]),
+    "error": st.sampled_from([None, "", "timeout"]), "U": st.none() | st.floats(0, 1) | st.just(float("nan"))}),
+    max_size=30)
+
+
+@SETTINGS
+@given(SCORED, st.integers(0, 3))
+def test_any_scored_responses_pair_lowest_U_against_another_valid_one(rows, seed):
+    from udasa_ray.pairs.build import build_pairs
+    from udasa_ray.score.step import SCORE_SCHEMA
+
+    seen: dict[str, int] = {}
+    for r in rows:  # samples numbered per prompt, in the order they come
+        seen[r["prompt_id"]] = seen.get(r["prompt_id"], -1) + 1
+        r.update(sample_idx=seen[r["prompt_id"]], prompt=f"q {r['prompt_id']}", u_sem=0.5, u_fact=None, u_val=0.1)
+    pairs, stats = build_pairs(pa.Table.from_pylist(rows, schema=SCORE_SCHEMA), seed)
+    valid: dict[str, dict[int, dict]] = {}
+    for r in rows:
+        if not r["error"] and r["response"].strip() and r["U"] is not None and math.isfinite(r["U"]):
+            valid.setdefault(r["prompt_id"], {})[r["sample_idx"]] = r
+    paired = sorted(pid for pid, v in valid.items() if len(v) >= 2)
+    assert stats == {"groups": len(seen), "pairs": len(paired), "groups_without_pair": len(seen) - len(paired)}
+    assert pairs["prompt_id"].to_pylist() == paired
+    for p in pairs.to_pylist():
+        v = valid[p["prompt_id"]]
+        chosen, rejected = v[p["chosen_idx"]], v[p["rejected_idx"]]  # both valid
+        assert p["chosen_idx"] != p["rejected_idx"] and p["n_valid"] == len(v)
+        assert p["U_chosen"] == chosen["U"] == min(r["U"] for r in v.values())
+        assert p["delta_u"] == rejected["U"] - chosen["U"] and (p["chosen"], p["rejected"]) == (
+            chosen["response"], rejected["response"])
+    # The same pairs whatever order the score step's parts hold the rows in.
+    assert build_pairs(pa.Table.from_pylist(rows[::-1], schema=SCORE_SCHEMA), seed)[0].equals(pairs)

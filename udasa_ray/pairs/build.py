@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 from collections.abc import Callable, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 
 def pair_rng(seed: int, prompt_id: str) -> random.Random:
@@ -22,25 +25,45 @@ def valid_groups(rows: Iterable[dict], ok: Callable[[dict], bool]) -> dict[str, 
     return {pid: sorted(groups[pid], key=lambda r: r["sample_idx"]) for pid in sorted(groups)}
 
 
-def build_pairs(rows: Iterable[dict], seed: int = 0) -> tuple[list[dict], dict[str, int]]:
-    """Group scored responses by prompt and pick one pair per group.
+def _valid(t: pa.Table) -> np.ndarray:
+    """Rows without an error, with a non-blank response and a finite U."""
+    err, response = t["error"].cast(pa.string()), t["response"]
+    no_error = pc.or_kleene(pc.is_null(err), pc.equal(err, ""))
+    answered = pc.and_(pc.greater(pc.binary_length(response), 0), pc.invert(pc.utf8_is_space(response)))
+    ok = pc.fill_null(pc.and_kleene(no_error, answered), False).to_numpy()
+    return ok & np.isfinite(t["U"].to_numpy())  # a null U reads as NaN
 
-    A response is valid when it has no error and a finite U. Groups with fewer than two valid
-    responses yield no pair; they are counted in the returned stats.
+
+def build_pairs(scores: pa.Table, seed: int = 0) -> tuple[pa.Table, dict[str, int]]:
+    """One pair per prompt from its scored responses, column by column: the driver sorts row numbers,
+    not rows, and takes the texts of the chosen and rejected responses alone.
+
+    A response is valid when it has no error, a non-blank answer and a finite U. Groups with fewer
+    than two valid responses yield no pair; they are counted in the returned stats. Pairs come in
+    prompt-id order; the rejected one is drawn from the others in sample order.
     """
-    groups = valid_groups(rows, lambda r: math.isfinite(r["U"]))
-    pairs, skipped = [], 0
-    for pid, valid in groups.items():
-        if len(valid) < 2:
-            skipped += 1
-            continue
-        chosen = min(valid, key=lambda r: (r["U"], r["sample_idx"]))
-        rejected = pair_rng(seed, pid).choice([r for r in valid if r is not chosen])
-        pair = {"prompt_id": pid, "prompt": chosen["prompt"], "chosen": chosen["response"],
-                "rejected": rejected["response"], "chosen_idx": chosen["sample_idx"],
-                "rejected_idx": rejected["sample_idx"], "U_chosen": chosen["U"], "U_rejected": rejected["U"],
-                "delta_u": rejected["U"] - chosen["U"], "n_valid": len(valid)}
-        for d in ("u_sem", "u_fact", "u_val"):
-            pair[f"{d}_chosen"], pair[f"{d}_rejected"] = chosen[d], rejected[d]
-        pairs.append(pair)
-    return pairs, {"groups": len(groups), "pairs": len(pairs), "groups_without_pair": skipped}
+    order = pc.sort_indices(scores, sort_keys=[("prompt_id", "ascending"), ("sample_idx", "ascending")]).to_numpy()
+    rows = order[_valid(scores)[order]]  # valid rows' numbers, by prompt then sample
+    pid = scores["prompt_id"].take(pa.array(rows, pa.int64())).combine_chunks()
+    starts = np.flatnonzero(np.r_[True, pc.not_equal(pid[1:], pid[:-1]).to_numpy(zero_copy_only=False)]
+                            ) if len(rows) else np.zeros(0, np.int64)
+    sizes = np.diff(np.r_[starts, len(rows)])
+    group_of = np.repeat(np.arange(len(starts)), sizes)
+    U, sample = scores["U"].to_numpy()[rows], scores["sample_idx"].to_numpy()[rows]
+    lowest = np.lexsort((sample, U, group_of))  # by group, then U, then sample: each group's first is chosen
+    chosen = lowest[np.r_[0, np.cumsum(sizes)[:-1]]] if len(starts) else lowest
+    keep = sizes >= 2
+    rejected = [pair_rng(seed, p).choice([i for i in range(start, start + size) if i != c])
+                for p, start, size, c in zip(pid.take(pa.array(starts[keep], pa.int64())).to_pylist(), starts[keep],
+                                             sizes[keep], chosen[keep], strict=True)]
+    ch = scores.take(pa.array(rows[chosen[keep]], pa.int64()))
+    rj = scores.take(pa.array(rows[np.asarray(rejected, np.int64)], pa.int64()))
+    cols = {"prompt_id": ch["prompt_id"], "prompt": ch["prompt"], "chosen": ch["response"],
+            "rejected": rj["response"], "chosen_idx": ch["sample_idx"], "rejected_idx": rj["sample_idx"],
+            "U_chosen": ch["U"], "U_rejected": rj["U"], "delta_u": pc.subtract(rj["U"], ch["U"]),
+            "n_valid": pa.array(sizes[keep], pa.int64())}
+    for d in ("u_sem", "u_fact", "u_val"):
+        cols[f"{d}_chosen"], cols[f"{d}_rejected"] = ch[d], rj[d]
+    pairs = pa.table(cols)
+    groups = len(pc.unique(scores["prompt_id"]))
+    return pairs, {"groups": groups, "pairs": len(pairs), "groups_without_pair": groups - len(pairs)}

@@ -42,29 +42,28 @@ def _policy_prefers_a(model: str, cache_dir: str, dtype: str, prompt_template: s
     return judge.label_probs(questions, ["A", "B"])[:, 0]
 
 
-def udasa_from_run(cfg: Config, run: RunDir) -> tuple[list[dict], dict]:
+def udasa_from_run(cfg: Config, run: RunDir) -> tuple[pa.Table, dict]:
     """Chosen = lowest U, fused over `pairs.dimensions` (all three, or fewer in the ablation)."""
-    rows = read_parts(run / "scores", SCORE_SCHEMA).to_pylist()
+    scores = read_parts(run / "scores", SCORE_SCHEMA)
     dims = cfg.pairs.dimensions
     if sorted(dims) != sorted(DIMENSIONS):
         idx = [DIMENSIONS.index(d) for d in dims]
         w = cfg.scoring.fusion_weights
-        u = np.array([[np.nan if r[f"u_{d}"] is None else r[f"u_{d}"] for d in dims] for r in rows],
-                     dtype=np.float64).reshape(-1, len(dims))
-        for r, U in zip(rows, fuse(u, cfg.scoring.fusion_temperature, [w[i] for i in idx] if w else None), strict=True):
-            r["U"] = float(U)
-    return build_pairs(rows, cfg.curriculum.seed)
+        u = np.column_stack([scores[f"u_{d}"].to_numpy() for d in dims]).reshape(-1, len(dims))  # null -> NaN
+        U = fuse(u, cfg.scoring.fusion_temperature, [w[i] for i in idx] if w else None)
+        scores = scores.set_column(scores.schema.get_field_index("U"), "U", pa.array(np.asarray(U, np.float64)))
+    return build_pairs(scores, cfg.curriculum.seed)
 
 
-def rlaif_from_run(cfg: Config, run: RunDir) -> tuple[list[dict], dict]:
+def rlaif_from_run(cfg: Config, run: RunDir) -> tuple[pa.Table, dict]:
     rows = read_responses(run / "responses").to_pylist()
     init_ray(cfg.ray)
     print(f"[pairs] RLAIF: {cfg.models.policy} labels two responses of each prompt, in both orders")
     models = cfg.models
-    return rlaif_pairs(rows, lambda qs: run_task(_policy_prefers_a, models.policy, models.cache_dir,
-                                                 cfg.generation.dtype, cfg.generation.prompt_template, qs,
-                                                 num_cpus=cfg.generation.cpus_per_actor,
-                                                 num_gpus=1 if cfg.train.use_gpu else 0), cfg.curriculum.seed)
+    pairs, counts = rlaif_pairs(rows, lambda qs: run_task(
+        _policy_prefers_a, models.policy, models.cache_dir, cfg.generation.dtype, cfg.generation.prompt_template,
+        qs, num_cpus=cfg.generation.cpus_per_actor, num_gpus=1 if cfg.train.use_gpu else 0), cfg.curriculum.seed)
+    return pa.Table.from_pylist(pairs), counts
 
 
 def rlcd_sides(cfg: Config) -> list[tuple[str, Config]]:
@@ -78,13 +77,14 @@ def rlcd_sides(cfg: Config) -> list[tuple[str, Config]]:
     return sides
 
 
-def rlcd_from_run(cfg: Config, run: RunDir) -> tuple[list[dict], dict]:
+def rlcd_from_run(cfg: Config, run: RunDir) -> tuple[pa.Table, dict]:
     prompts = pq.read_table(run / "prompts.parquet").to_pylist()[: cfg.data.limit]
     sides = []
     for side, side_cfg in rlcd_sides(with_generator(cfg)):  # RLCD's answers are data: the generator writes them
         print(f"[pairs] RLCD: {len(prompts)} answers under the {side} prompt")
         sides.append(generate_subrun(run / "rlcd" / side, side_cfg, prompts)[0])
-    return rlcd_pairs(sides[0].to_pylist(), sides[1].to_pylist())
+    pairs, counts = rlcd_pairs(sides[0].to_pylist(), sides[1].to_pylist())
+    return pa.Table.from_pylist(pairs), counts
 
 
 def no_pair_reason(cfg: Config, run: RunDir, counts: dict) -> str:
@@ -110,34 +110,36 @@ def make_pairs(cfg: Config, run: RunDir) -> dict:
     curriculum = cfg.curriculum
     build = {"udasa": udasa_from_run, "rlaif": rlaif_from_run, "rlcd": rlcd_from_run}[cfg.pairs.method]
     pairs, counts = build(cfg, run)
-    if not pairs:
+    if not pairs.num_rows:
         raise StepFailed(f"no preference pair: {no_pair_reason(cfg, run, counts)}")
-    delta = np.array([p["delta_u"] for p in pairs])
+    delta = pairs["delta_u"].to_numpy()
     scaled = scale_delta(delta, curriculum.scale)
     stages = assign_stages(scaled, curriculum.thresholds)
     names = stage_names(len(curriculum.thresholds) + 1)
-    for p, s, st in zip(pairs, scaled, stages, strict=True):
-        p["delta_scaled"], p["stage"], p["stage_name"] = float(s), int(st), names[st - 1]
+    pairs = (pairs.append_column("delta_scaled", pa.array(scaled, pa.float64()))
+             .append_column("stage", pa.array(stages, pa.int64()))
+             .append_column("stage_name", pa.array(np.asarray(names)[stages - 1], pa.string())))
     order = np.argsort(-delta, kind="stable")  # sorted by Δu, clearest first
     (run / "pairs").mkdir(exist_ok=True)
-    pq.write_table(pa.Table.from_pylist([pairs[i] for i in order]), run / "pairs" / "pairs.parquet")
+    pq.write_table(pairs.take(order), run / "pairs" / "pairs.parquet")
     (run / "stages").mkdir(exist_ok=True)
     summary = {"method": cfg.pairs.method, "dimensions": cfg.pairs.dimensions, "thresholds": curriculum.thresholds,
                "scale": curriculum.scale, "cumulative": curriculum.cumulative, **counts, "stages": []}
     for k, members in enumerate(stage_members(stages, len(names), curriculum.cumulative), start=1):
-        rows = [pairs[i] for i in members[np.argsort(-delta[members], kind="stable")]]
-        info = {"stage": k, "name": names[k - 1], "pairs": len(rows), "file": None}
-        if rows:
+        rows = pairs.take(members[np.argsort(-delta[members], kind="stable")])
+        size = rows.num_rows
+        info = {"stage": k, "name": names[k - 1], "pairs": size, "file": None}
+        if size:
             info["file"] = f"stage_{k}_{names[k - 1]}.parquet"
-            pq.write_table(pa.Table.from_pylist(rows), run / "stages" / info["file"])
+            pq.write_table(rows, run / "stages" / info["file"])
             d, ds = delta[members], scaled[members]
             info.update(delta_u=[float(d.min()), float(d.max())], delta_scaled=[float(ds.min()), float(ds.max())])
         else:
             print(f"[pairs] warning: stage {k} ({names[k - 1]}) is empty on the {curriculum.scale} scale with "
                   f"thresholds {curriculum.thresholds}: it will be skipped")
-        if 0 < len(rows) < SMALL_STAGE * len(pairs):
-            print(f"[pairs] warning: stage {k} ({names[k - 1]}) holds {len(rows)} of {len(pairs)} pairs "
-                  f"({len(rows) / len(pairs):.1%}) on the {curriculum.scale} scale: a stage this small barely trains "
+        if 0 < size < SMALL_STAGE * pairs.num_rows:
+            print(f"[pairs] warning: stage {k} ({names[k - 1]}) holds {size} of {pairs.num_rows} pairs "
+                  f"({size / pairs.num_rows:.1%}) on the {curriculum.scale} scale: a stage this small barely trains "
                   "(curriculum.scale: quantile cuts at ranks instead)")
         summary["stages"].append(info)
     if curriculum.order == "hard_first":  # the train step trains the stages in the summary's order
