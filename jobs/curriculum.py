@@ -41,6 +41,13 @@ ARMS = {"one-shot": ["curriculum.thresholds=[]"],
 REFERENCE = "one-shot"
 
 
+def kept_steps(run: RunDir) -> int:
+    """The optimizer steps behind the arm's aligned policy: each stage's kept step (0 when early stopping kept
+    the policy it started from)."""
+    stages = json.loads((run / "train" / "summary.json").read_text())["stages"]
+    return sum(s["steps"] if s.get("best_step") is None else s["best_step"] for s in stages)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", action="append", required=True, help="the recipe (repeatable)")
@@ -72,6 +79,7 @@ def main() -> int:
         run_pipeline(cfg, run, "score")
         answer_side(cfg, run, "base", cfg.models.policy)  # once, shared by every arm
         sides: dict[str, list[dict[str, dict[str, float]]]] = {}
+        kept: dict[str, list[int]] = {}
         for arm in args.arms:
             for seed in args.seeds:
                 sub = RunDir(out / arm / f"seed{seed}")
@@ -81,16 +89,19 @@ def main() -> int:
                 share_base_side(run, sub)
                 run_pipeline(arm_cfg, sub, "check", since="pairs")
                 sides.setdefault(arm, []).append(read_per_prompt(sub, "aligned"))
+                kept.setdefault(arm, []).append(kept_steps(sub))
         base = read_per_prompt(RunDir(out / args.arms[0] / f"seed{args.seeds[0]}"), "base")
     reference = REFERENCE if REFERENCE in sides else None
     result = {m: compare_arms(base[m], {a: [s[m] for s in runs] for a, runs in sides.items()}, reference,
                               cfg.eval.bootstrap, cfg.data.seed) for m in CHECK_METRICS}
     (out / "summary.json").write_text(json.dumps({"budget_steps": budget, "matched": matched, "seeds": args.seeds,
-                                                  "arms": {a: ARMS[a] for a in args.arms}, "metrics": result},
-                                                 indent=2))
+                                                  "arms": {a: ARMS[a] for a in args.arms}, "kept_steps": kept,
+                                                  "metrics": result}, indent=2))
     tables = [f"### {m}\n\n{arms_markdown(result[m], m, reference)}" for m in ("U", "u_sem", "u_fact", "u_val",
                                                                                 "length")]
-    (out / "summary.md").write_text("\n\n".join(tables) + "\n")
+    steps = "; ".join(f"{a} {', '.join(map(str, k))}" for a, k in kept.items())
+    (out / "summary.md").write_text(f"Steps kept by early stopping, of {budget}, per seed: {steps}.\n\n"
+                                    + "\n\n".join(tables) + "\n")
     print("[curriculum] held-out, paired by prompt (lower U is better):\n" + tables[0])
     print(f"curriculum: done; {out / 'summary.md'}")
     return 0

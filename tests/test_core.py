@@ -183,3 +183,26 @@ def test_the_default_split_keeps_every_stage_a_share_and_min_max_is_warned_about
     assert [s["stage"] for s in summary["stages"]] == [3, 2, 1] and stats["stage_sizes"] == [16, 12, 12]
     assert summary["order"] == "hard_first"
 
+
+def test_warm_up_is_the_slowest_first_batch_per_row_over_the_median_of_the_later_ones():
+    from udasa_ray.ray_utils import warm_up
+
+    # One actor: 30 s for 160 rows against later 10 and 12 s for 160 and 5 s for a last batch of 80 (median 1/16 s).
+    assert warm_up([30, 10, 12, 5], [160, 160, 160, 80], 1) == {"actor_batch_seconds": [30, 10, 12, 5],
+                                                                 "first_batch_ratio": 3.0}
+    assert warm_up([30, 20, 10, 12, 10], [1] * 5, 2)["first_batch_ratio"] == 3.0  # each actor's first batch warms up
+    assert warm_up([3, 1], [1, 1], 1)["first_batch_ratio"] is None  # nothing steady to compare with
+    assert warm_up([None, 1.0, 1.0], [1, 1, 1], 1) == {} == warm_up([], [], 1)  # a backend without its own times
+
+
+@pytest.mark.parametrize("flags, unit", [
+    ("fpu avx2 avx512f avx512_bf16", "AVX512-BF16"), ("avx2 amx_bf16", "AVX512-BF16"),
+    ("avx2 avx512f avx512bw", "AVX512"), ("sse4_2 avx2", "AVX2"), ("sse4_2", "no AVX2")])
+def test_cpu_kind_names_the_widest_vector_unit_and_auto_dtype_follows_it(monkeypatch, flags, unit):
+    from udasa_ray import models
+
+    info = {"model name": "Some CPU", "flags": flags}
+    monkeypatch.setattr(models, "_cpuinfo", lambda field: info.get(field, ""))
+    assert models.cpu_kind().startswith("Some CPU, ") and models.cpu_kind().endswith(f" cores, {unit}")
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert models.pick_dtype("auto") == ("bfloat16" if unit == "AVX512-BF16" else "float32")

@@ -10,6 +10,7 @@ import pytest
 from conftest import ROOT, TINY_ALIGN, align_cmd, job_env
 
 from udasa_ray.config import load_config
+from udasa_ray.runs import RunDir
 
 
 def _job(*args, cwd=ROOT):
@@ -25,6 +26,11 @@ def test_align_job_runs_the_whole_pipeline(tiny_align_run):
     assert pq.read_table(run / "responses").num_rows == 8
     assert pq.read_table(run / "scores").num_rows == 8
     assert "[pairs] 4 pairs from 4 prompts" in r.stdout
+    steps = RunDir(run).manifest()["steps"]  # each batch's own time in the actors, beside its arrival at the driver
+    gen, score = steps["generate"]["stats"], steps["score"]["stats"]
+    assert len(gen["actor_batch_seconds"]) == len(gen["batch_seconds"]) and "first_batch_ratio" in gen
+    assert all(a > 0 for a in gen["actor_batch_seconds"])
+    assert score["actor_batch_seconds"] and all(s > 0 for s in score["actor_batch_seconds"])
     trained = [line for line in r.stdout.splitlines() if line.startswith("[train] stage") and "->" in line]
     assert len(trained) == 3  # 1, 1 and 2 of the 4 pairs: Δu's rank cut at 0.4 and 0.7
     assert f"aligned policy: {run.resolve() / 'train'}" in r.stdout and f"done in {run.resolve()}" in r.stdout
@@ -84,6 +90,7 @@ def test_curriculum_arms_share_the_run_and_match_beta_lr_and_budget(tiny_align_r
     result = json.loads((out / "summary.json").read_text())
     u = result["metrics"]["U"]
     assert result["budget_steps"] == budget and result["seeds"] == [3]
+    assert result["kept_steps"] == {"one-shot": [budget], "anti": [budget]}  # no eval split: nothing stops early
     assert len(u["anti"]["seeds"]) == 1 and u["anti"]["vs_base"]["prompts"] == 2
     assert u["anti"]["vs_reference"]["prompts"] == 2 and "vs_reference" not in u["one-shot"]
     assert "| anti |" in r.stdout and "vs one-shot" in r.stdout
@@ -187,7 +194,6 @@ def test_export_loads_with_datasets_and_trains_a_trl_dpo_step(tiny_align_run, tm
         t = pq_.read_table(f)
         pq_.write_table(t.select([c for c in t.column_names if not c.lower().startswith("u")]), f)
     from udasa_ray.pairs.export import export
-    from udasa_ray.runs import RunDir
 
     plain = datasets.load_dataset(str(export(RunDir(rlcd), tmp_path / "rlcd-jsonl", "jsonl")))[splits[0]]
     assert set(plain.column_names) == {"prompt", "chosen", "rejected", "delta_u", "stage", "stage_name", "prompt_id"}

@@ -119,11 +119,25 @@ def pick_dtype(dtype: str) -> str:
 
     if torch.cuda.is_available():
         return "bfloat16"
+    return "bfloat16" if cpu_kind().endswith("AVX512-BF16") else "float32"
+
+
+def _cpuinfo(field: str) -> str:
+    """The first value of `field` in /proc/cpuinfo ("" where there is none)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return "float32"
-    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in lines if line.split(":")[0].strip() == field), "")
+
+
+def cpu_kind() -> str:
+    """This CPU as the results pages name machines: its model, cores and widest vector unit (AVX512-BF16, with
+    AVX512-BF16 or AMX; AVX512; AVX2; or older)."""
+    flags = set(_cpuinfo("flags").split())
+    unit = ("AVX512-BF16" if flags & {"avx512_bf16", "amx_bf16"} else "AVX512" if "avx512f" in flags
+            else "AVX2" if "avx2" in flags else "no AVX2")
+    return f"{_cpuinfo('model name') or 'unknown CPU'}, {os.cpu_count()} cores, {unit}"
 
 
 def device() -> str:

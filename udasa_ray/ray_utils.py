@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -56,3 +57,21 @@ def data_context(preserve_order: bool = True):
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled"
     return ctx
+
+
+def actor_seconds(batch, column: str) -> float | None:  # noqa: ANN001
+    """The seconds the actor calls behind one output batch took, from the `column` each call fills
+    with its own time (a batch can hold rows of more than one call)."""
+    return sum(set(batch[column].to_pylist())) if column in batch.column_names else None
+
+
+def warm_up(seconds: list[float | None], rows: list[int], actors: int) -> dict:
+    """The actors' own seconds per batch and the warm-up ratio: the slowest of their first batches,
+    per row, over the median of the later ones (1: none; None under 2 later batches). {} without times."""
+    if not seconds or any(s is None for s in seconds):
+        return {}
+    per_row = [s / n for s, n in zip(seconds, rows, strict=True) if n]
+    later = per_row[actors:]
+    ratio = max(per_row[:actors]) / statistics.median(later) if len(later) >= 2 else None
+    return {"actor_batch_seconds": [round(s, 2) for s in seconds],
+            "first_batch_ratio": None if ratio is None else round(ratio, 2)}

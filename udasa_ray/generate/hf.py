@@ -3,6 +3,8 @@ RNG by the decode loop (decode.py), or searched by RAIN (rain.py, `generation.de
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -26,7 +28,7 @@ class HFGenerator:
         self.eos = self.tok.eos_token_id
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        g = self.gen
+        started, g = time.perf_counter(), self.gen
         framed = [frame_prompt(self.tok, p, g["prompt_template"], g["system_prompt"]) for p in batch["query"]]
         prefixes = [reply_prefix(i) for i in batch["sample_idx"]]
         texts = [text + prefix for (text, _), prefix in zip(framed, prefixes, strict=True)]
@@ -59,4 +61,5 @@ class HFGenerator:
             "finish_reason": np.array(finish, dtype=object),
             "model": np.array([self.model_name] * len(responses), dtype=object),
             "seed": batch["seed"],
+            "batch_s": np.full(len(responses), time.perf_counter() - started),  # this call's own seconds
         }

@@ -21,7 +21,7 @@ from udasa_ray.config import Config
 from udasa_ray.generate.requests import build_requests, split_listwise
 from udasa_ray.models import resolve
 from udasa_ray.parts import read_parts, write_part
-from udasa_ray.ray_utils import data_context, init_ray
+from udasa_ray.ray_utils import actor_seconds, data_context, init_ray, warm_up
 from udasa_ray.runs import RunDir, Step
 
 RESPONSE_SCHEMA = pa.schema([
@@ -47,6 +47,16 @@ def _request_dataset(rows: list[dict], block_rows: int):
     return ray.data.from_arrow(blocks)
 
 
+def hf_generator_kwargs(cfg: Config) -> dict:
+    """What the hf backend's actor class (HFGenerator) is built with."""
+    gen = cfg.generation
+    return {"model": cfg.models.policy, "cache_dir": cfg.models.cache_dir,
+            "gen": {**{k: getattr(gen, k) for k in ("temperature", "top_p", "max_new_tokens", "system_prompt",
+                                                   "prompt_template", "dtype", "decoding")},
+                    "rain": dataclasses.asdict(gen.rain)},
+            "num_threads": max(1, int(gen.cpus_per_actor))}
+
+
 def _apply_backend(ds, cfg: Config):
     import ray
 
@@ -60,14 +70,7 @@ def _apply_backend(ds, cfg: Config):
 
     return ds.map_batches(
         HFGenerator,
-        fn_constructor_kwargs={
-            "model": cfg.models.policy,
-            "cache_dir": cfg.models.cache_dir,
-            "gen": {**{k: getattr(gen, k) for k in ("temperature", "top_p", "max_new_tokens", "system_prompt",
-                                                   "prompt_template", "dtype", "decoding")},
-                    "rain": dataclasses.asdict(gen.rain)},
-            "num_threads": max(1, int(gen.cpus_per_actor)),
-        },
+        fn_constructor_kwargs=hf_generator_kwargs(cfg),
         batch_size=gen.batch_size,
         num_cpus=gen.cpus_per_actor,
         resources=gen.actor_resources or None,
@@ -84,7 +87,8 @@ def with_generator(cfg: Config) -> Config:
 
 def generated(cfg: Config, requests: list[dict]):
     """Run request rows through the backend's Ray Data pipeline: yields each finished batch as its
-    response rows (a listwise reply already split into N) and the tokens it generated."""
+    response rows (a listwise reply already split into N), the tokens it generated and the seconds
+    the actor spent on it (None where the backend does not say: vLLM)."""
     resolve(cfg.models.policy, cfg.models.cache_dir)  # unpack a bundled model once, before actors start
     init_ray(cfg.ray)
     data_context()
@@ -94,9 +98,10 @@ def generated(cfg: Config, requests: list[dict]):
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         rows = batch.select(BACKEND_COLUMNS).to_pylist()
         tokens = sum(r["n_tokens"] for r in rows)
+        actor_s = actor_seconds(batch, "batch_s")
         if gen.mode == "listwise":
             rows = [r for row in rows for r in split_listwise(row, gen.n)]
-        yield rows, tokens
+        yield rows, tokens, actor_s
 
 
 def generate(cfg: Config, run: RunDir, resume: bool = False) -> dict:
@@ -116,9 +121,9 @@ def generate(cfg: Config, run: RunDir, resume: bool = False) -> dict:
     if requests:
         with tqdm(total=total, desc="generate", unit="resp", dynamic_ncols=True) as bar:
             last = t0
-            for rows, tokens in generated(cfg, requests):
+            for rows, tokens, actor_s in generated(cfg, requests):
                 now = time.perf_counter()
-                batches.append((round(now - last, 2), tokens))  # the first holds the actors' start
+                batches.append((round(now - last, 2), tokens, actor_s, len(rows)))  # the first holds the actors' start
                 last, new_tokens = now, new_tokens + tokens
                 bar.set_postfix(tok_s=f"{new_tokens / (now - t0):.0f}", refresh=False)
                 bar.update(len(rows))
@@ -134,6 +139,7 @@ def generate(cfg: Config, run: RunDir, resume: bool = False) -> dict:
         "tokens_per_s": round(new_tokens / seconds, 1) if requests else None,
         # Seconds and tokens of each batch as it arrived: the first holds the start-up, the rest the steady rate.
         "batch_seconds": [b[0] for b in batches], "batch_tokens": [b[1] for b in batches],
+        **warm_up([b[2] for b in batches], [b[3] for b in batches], cfg.generation.num_actors),
         "finish_reasons": dict(Counter(table["finish_reason"].to_pylist())),
         "with_error": sum(e is not None for e in table["error"].to_pylist()),
     }

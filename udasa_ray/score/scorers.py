@@ -7,6 +7,7 @@ retried record by record, so one bad record gets an error string instead of kill
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -87,10 +88,11 @@ class GroupScorer:
         raise NotImplementedError
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = batch.to_pylist()
+        started, rows = time.perf_counter(), batch.to_pylist()
         scores, errors = self.score_groups(rows)
+        seconds = time.perf_counter() - started  # this call's own time, for the step's per-batch stats
         for row, s, e in zip(rows, scores, errors, strict=True):
-            row[f"u_{self.dim}"], row[f"err_{self.dim}"] = s, e
+            row[f"u_{self.dim}"], row[f"err_{self.dim}"], row[f"s_{self.dim}"] = s, e, seconds
         return pa.Table.from_pylist(rows)
 
 

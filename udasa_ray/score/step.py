@@ -25,7 +25,7 @@ from udasa_ray.errors import StepFailed
 from udasa_ray.generate.requests import build_requests
 from udasa_ray.generate.step import RESPONSE_SCHEMA, generated, read_responses
 from udasa_ray.parts import read_parts, write_part
-from udasa_ray.ray_utils import data_context, init_ray, local_ray
+from udasa_ray.ray_utils import actor_seconds, data_context, init_ray, local_ray, warm_up
 from udasa_ray.runs import RunDir, Step
 from udasa_ray.score.fusion import fuse, fusion_weights
 from udasa_ray.score.scorers import SCORERS, backend_failed
@@ -101,7 +101,7 @@ def score(cfg: Config, run: RunDir, resume: bool = False) -> dict:
     groups = group_responses(read_responses(run / "responses"), done)
     if done:
         print(f"[score] resuming: {len(done)} prompts on disk, {len(groups)} to go")
-    t0 = time.perf_counter()
+    t0, batches = time.perf_counter(), []
     if groups:
         init_ray(cfg.ray)
         data_context()
@@ -116,6 +116,7 @@ def score(cfg: Config, run: RunDir, resume: bool = False) -> dict:
                 table = explode(batch.to_pylist(), scoring.fusion_temperature, scoring.fusion_weights)
                 write_part(table, out_dir)
                 bar.update(table.num_rows)
+                batches.append((sum(actor_seconds(batch, f"s_{s.dim}") for s in SCORERS), table.num_rows))
     table = read_parts(out_dir, SCORE_SCHEMA)
     errors = [e for e in table["error"].to_pylist() if e]
     failed = [e for e in errors if backend_failed(e)]
@@ -126,6 +127,7 @@ def score(cfg: Config, run: RunDir, resume: bool = False) -> dict:
     seconds = time.perf_counter() - t0
     return {"responses": table.num_rows, "scored_this_run": sum(len(g["response"]) for g in groups),
             "with_error": len(errors), "seconds": round(seconds, 1),
+            **warm_up([b[0] for b in batches], [b[1] for b in batches], scoring.num_actors),
             "mean": {k: float(np.nanmean(table[k].to_numpy(zero_copy_only=False))) if table.num_rows else None
                      for k in ("u_sem", "u_fact", "u_val", "U")}}
 
@@ -205,7 +207,7 @@ def generate_and_score(cfg: Config, run: RunDir) -> dict:
         pool.submit(lambda actor, t: actor.score.remote(t), pa.Table.from_pylist(groups))
 
     with gen_bar, score_bar:
-        for rows, n_tokens in generated(cfg, requests):
+        for rows, n_tokens, _ in generated(cfg, requests):
             tokens += n_tokens
             table = pa.Table.from_pylist(rows, schema=RESPONSE_SCHEMA)
             write_part(table, run / "responses")

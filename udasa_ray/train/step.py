@@ -168,19 +168,26 @@ def train(cfg: Config, run: RunDir, force: bool = False,
     return run.run(TRAIN, cfg, lambda resume: _train_stages(cfg, run, force, on_stage), force)
 
 
-def _train_stages(cfg: Config, run: RunDir, force: bool,
-                  on_stage: Callable[[int, int, dict[str, Any]], None] | None) -> dict[str, Any]:
+def stage_plan(cfg: Config, run: RunDir) -> tuple[list[dict], str, set[str], list[int | None]]:
+    """The non-empty stages in training order, the base policy, the early-stopping pairs' prompt ids and each
+    stage's step budget (None: its own step count)."""
     stages = planned_stages(run)
     base = resolve(cfg.models.policy, cfg.models.cache_dir)
     pairs = pq.read_table(run / "pairs" / "pairs.parquet", columns=["prompt_id"])["prompt_id"].to_pylist()
     eval_seed = cfg.train.seed if cfg.train.eval_seed is None else cfg.train.eval_seed
     eval_ids = eval_split(pairs, cfg.train.eval_fraction, eval_seed)
-    chain = run.chain([stage_step(s["stage"], i == 0) for i, s in enumerate(stages)], cfg, force)
-    budgets = [None] * len(stages)
+    budgets: list[int | None] = [None] * len(stages)
     if cfg.train.total_steps:
         if cfg.train.total_steps < len(stages):
             raise StepFailed(f"train.total_steps {cfg.train.total_steps} is fewer than the {len(stages)} stages")
         budgets = shared_budget(cfg.train.total_steps, [s["pairs"] for s in stages])
+    return stages, base, eval_ids, budgets
+
+
+def _train_stages(cfg: Config, run: RunDir, force: bool,
+                  on_stage: Callable[[int, int, dict[str, Any]], None] | None) -> dict[str, Any]:
+    stages, base, eval_ids, budgets = stage_plan(cfg, run)
+    chain = run.chain([stage_step(s["stage"], i == 0) for i, s in enumerate(stages)], cfg, force)
     start, todo = base, []
     for index, (stage, (step, step_hash, to_do)) in enumerate(zip(stages, chain, strict=True), start=1):
         if not to_do:

@@ -1,0 +1,152 @@
+"""The job against its own compute: `jobs/align.py` on a config, then the same work in this one process
+with no Ray, back to back; per step, both walls and their ratio.
+
+In this process, from the job's own run: generation with the generate step's actor class (HFGenerator) on
+the same request batches; scoring with the three scorers on the same prompt groups and batches; phased DPO
+with the train step's stage jobs and trainer, stage after stage; the held-out check's two sides (the base
+and the job's aligned policy answer the held-out prompts, the scorers score them). Model loads count on
+both sides. What the job adds is Ray's start, actor processes, Ray Train's worker group, checkpoint
+publication, part files and the manifest. Ingest, pairs and the report are the same code either way and are
+left out of the sum; the job's wall is its whole run.
+
+    python bench/job.py [--config configs/tiny-cpu.yaml] [--out docs/results/job.json] [overrides ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # importable from a plain checkout
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from udasa_ray.config import Config, load_config  # noqa: E402
+from udasa_ray.models import cpu_kind  # noqa: E402
+from udasa_ray.runs import RunDir  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def timed(fn) -> float:  # noqa: ANN001
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def generate(cfg: Config, prompts: list[dict]) -> pa.Table:
+    """The generate step's work without Ray: its actor class on its request batches."""
+    from udasa_ray.generate.hf import HFGenerator
+    from udasa_ray.generate.requests import build_requests
+    from udasa_ray.generate.step import hf_generator_kwargs
+
+    gen = cfg.generation
+    model = HFGenerator(**hf_generator_kwargs(cfg))
+    requests = build_requests(prompts, gen.n, gen.seed)
+    out = []
+    for i in range(0, len(requests), gen.batch_size):
+        chunk = requests[i : i + gen.batch_size]
+        out.append(model({k: np.array([r[k] for r in chunk], dtype=object if k in ("prompt_id", "prompt", "query")
+                                      else np.int64) for k in chunk[0]}))
+    table = pa.table({k: np.concatenate([o[k] for o in out]) for k in ("prompt_id", "prompt", "sample_idx",
+                                                                       "response")})
+    return table.append_column("error", pa.nulls(table.num_rows, pa.string()))
+
+
+def score(cfg: Config, responses: pa.Table) -> None:
+    """The score step's work without Ray: the three scorers, one after another, on its prompt groups."""
+    from udasa_ray.score.scorers import SCORERS
+    from udasa_ray.score.step import group_responses
+
+    groups = group_responses(responses)
+    shared: dict = {}
+    scorers = [s(cfg.scoring, cfg.models, shared, cfg.generation.prompt_template) for s in SCORERS]
+    for i in range(0, len(groups), cfg.scoring.batch_size):
+        batch = pa.Table.from_pylist(groups[i : i + cfg.scoring.batch_size])
+        for s in scorers:
+            batch = s(batch)
+
+
+def train(cfg: Config, job_run: RunDir, tmp: Path) -> str:
+    """The train step's stage jobs, trained in this process in order; returns the last stage's checkpoint."""
+    from udasa_ray.train.dpo import train_stage
+    from udasa_ray.train.step import stage_job, stage_plan
+
+    run = RunDir(tmp / "train-run")
+    for d in ("pairs", "stages"):
+        shutil.copytree(job_run / d, run / d)
+    stages, base, eval_ids, budgets = stage_plan(cfg, run)
+    start, shared = base, {}
+    for index, stage in enumerate(stages, start=1):
+        job = stage_job(cfg, run, stage, index, index == len(stages), start, base, eval_ids,
+                        budget=budgets[index - 1])
+        start = str(run / "train" / f"stage_{stage['stage']}")
+        train_stage(dataclasses.replace(job, tracking=None, report_to="none"), start, shared)
+    return start
+
+
+def step_walls(run: RunDir) -> dict[str, float]:
+    steps = run.manifest()["steps"]
+    wall = {k: v["finished"] - v["started"] for k, v in steps.items() if v.get("finished") and v.get("started")}
+    return {k: wall[k] for k in ("generate", "score", "train", "check")}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(ROOT / "configs" / "tiny-cpu.yaml"))
+    p.add_argument("--out", help="write the table's figures here as JSON")
+    p.add_argument("overrides", nargs="*")
+    a = p.parse_args()
+    cfg = load_config(a.config, a.overrides)
+    if cfg.generation.backend != "hf" or cfg.generation.mode != "independent":
+        p.error("the in-process side mirrors the hf backend with independent samples (generation.backend: hf, "
+                "generation.mode: independent)")
+    with tempfile.TemporaryDirectory(prefix="udasa-bench-job-") as d:
+        tmp = Path(d)
+        job_run = RunDir(tmp / "job")
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, str(ROOT / "jobs" / "align.py"), "--config", a.config, "--run-dir",
+                        str(job_run.path), *a.overrides], check=True)
+        job = {"whole job": time.perf_counter() - t0, **step_walls(job_run)}
+        stats = job_run.manifest()["steps"]
+        prompts = pq.read_table(job_run / "prompts.parquet").to_pylist()[: cfg.data.limit]
+        heldout = pq.read_table(job_run / "heldout.parquet").to_pylist()
+        aligned = json.loads((job_run / "train" / "summary.json").read_text())["aligned"]
+
+        own: dict[str, float] = {}
+        responses: list[pa.Table] = []
+        own["generate"] = timed(lambda: responses.append(generate(cfg, prompts)))
+        own["score"] = timed(lambda: score(cfg, responses[0]))
+        own["train"] = timed(lambda: train(cfg, job_run, tmp))
+
+        def check() -> None:
+            for policy in (cfg.models.policy, aligned):
+                side = dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, policy=policy))
+                score(cfg, generate(side, heldout))
+
+        own["check"] = timed(check)
+    own["whole job"] = sum(own.values())
+    print(f"\n{cpu_kind()}; {a.config} {' '.join(a.overrides)}")
+    print("| step | jobs/align.py s | in one process, no Ray s | ratio |\n|---|---:|---:|---:|")
+    for k in ("generate", "score", "train", "check", "whole job"):
+        print(f"| {k} | {job[k]:.1f} | {own[k]:.1f} | {job[k] / own[k]:.2f}x |")
+    warm = {k: stats[k]["stats"].get("first_batch_ratio") for k in ("generate", "score")}
+    print(f"first-batch ratio in the job's actors (per row, over the later batches' median): {warm}")
+    if a.out:
+        Path(a.out).write_text(json.dumps({"machine": cpu_kind(), "config": a.config,
+                                           "overrides": a.overrides, "job_s": job, "in_process_s": own,
+                                           "first_batch_ratio": warm}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
