@@ -2,6 +2,7 @@
 
 import itertools
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -206,3 +207,17 @@ def test_cpu_kind_names_the_widest_vector_unit_and_auto_dtype_follows_it(monkeyp
     assert models.cpu_kind().startswith("Some CPU, ") and models.cpu_kind().endswith(f" cores, {unit}")
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     assert models.pick_dtype("auto") == ("bfloat16" if unit == "AVX512-BF16" else "float32")
+
+
+def test_read_ahead_reads_each_weight_file_and_passes_hub_names_through(tmp_path, monkeypatch):
+    import builtins
+
+    from udasa_ray.models import read_ahead
+
+    (tmp_path / "model.safetensors").write_bytes(b"w" * (40 << 20))  # more than one 16 MiB read
+    (tmp_path / "pytorch_model.bin").write_bytes(b"b")
+    (tmp_path / "config.json").write_text("{}")
+    opened, real_open = [], builtins.open
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: opened.append(Path(f).name) or real_open(f, *a, **k))
+    assert read_ahead(str(tmp_path)) == str(tmp_path) and sorted(opened) == ["model.safetensors", "pytorch_model.bin"]
+    assert read_ahead("meta-llama/Llama-2-7b-hf") == "meta-llama/Llama-2-7b-hf"  # a hub id: nothing local to read

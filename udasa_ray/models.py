@@ -152,6 +152,20 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def read_ahead(path: str) -> str:
+    """Read a local model's weight files once, front to back, and return `path`. Loaded in their own dtype the
+    weights stay mapped from the file and the first forward pass faults them in page by page (from a cold disk,
+    many times slower than one sequential read); afterwards that pass finds them in the page cache."""
+    root = Path(path)
+    files = [root] if root.is_file() else [f for f in root.glob("*") if f.suffix in (".safetensors", ".bin")]
+    buf = bytearray(16 << 20)
+    for f in files:
+        with open(f, "rb", buffering=0) as fh:
+            while fh.readinto(buf):
+                pass
+    return path
+
+
 def load_policy(name: str, cache_dir: str, dtype: str = "float32"):
     """Load a causal LM and its tokenizer (left padding, pad token set), on `device()`."""
     import torch
@@ -161,6 +175,6 @@ def load_policy(name: str, cache_dir: str, dtype: str = "float32"):
     tok = AutoTokenizer.from_pretrained(path, padding_side="left")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, pick_dtype(dtype))).to(device())
-    model.eval()
+    model = AutoModelForCausalLM.from_pretrained(read_ahead(path), dtype=getattr(torch, pick_dtype(dtype)))
+    model.to(device()).eval()
     return model, tok

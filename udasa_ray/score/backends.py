@@ -12,7 +12,7 @@ import numpy as np
 
 from udasa_ray.generate.selfeval import label_probs
 from udasa_ray.http import JSONClient
-from udasa_ray.models import load_policy, pick_dtype, resolve
+from udasa_ray.models import load_policy, pick_dtype, read_ahead, resolve
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -26,7 +26,7 @@ class Embedder:
     def __init__(self, model: str, cache_dir: str, batch_size: int = 64) -> None:
         from sentence_transformers import SentenceTransformer
 
-        self.model = SentenceTransformer(resolve(model, cache_dir), device="cpu")
+        self.model = SentenceTransformer(read_ahead(resolve(model, cache_dir)), device="cpu")
         self.batch_size = batch_size
 
     def __call__(self, texts: list[str]) -> np.ndarray:
@@ -79,7 +79,7 @@ class HFSequenceClassifier:
 
         path = resolve(model, cache_dir)
         self.tok = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+        self.model = AutoModelForSequenceClassification.from_pretrained(read_ahead(path)).eval()
         self.labels = {i: str(name).lower() for i, name in self.model.config.id2label.items()}
         self.batch_size = batch_size
 

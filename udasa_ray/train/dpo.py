@@ -24,6 +24,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
+from udasa_ray.models import read_ahead
 from udasa_ray.tracking import stage_run
 from udasa_ray.train.job import StageJob
 from udasa_ray.train.schedule import EarlyStop, lr_at
@@ -247,14 +248,14 @@ def train_stage(job: StageJob, output_dir: str, shared: dict[str, Any] | None = 
     # DPOConfig first: under ZeRO-3 it is what lets from_pretrained shard the weights as they load.
     args = dpo_args(job, str(out / "trainer"), precompute=job.precompute)
     tok = AutoTokenizer.from_pretrained(job.start)
-    model = AutoModelForCausalLM.from_pretrained(job.start, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(read_ahead(job.start), dtype=torch.float32)
     # Full weights without DeepSpeed keep the reference loaded (once per worker while it stays the same) and compute
     # training batches' reference log-probs as they come; otherwise TRL precomputes them all at construction.
     lazy = job.precompute and not job.deepspeed and not job.lora
     ref = None
     if lazy or job.ref != job.start:
         if shared.get("ref", (None,))[0] != job.ref:
-            shared["ref"] = job.ref, AutoModelForCausalLM.from_pretrained(job.ref, dtype=torch.float32)
+            shared["ref"] = job.ref, AutoModelForCausalLM.from_pretrained(read_ahead(job.ref), dtype=torch.float32)
         ref = shared["ref"][1]
     train, evaluation = _datasets(job, rank)
     log = StageLog(out / "metrics.jsonl", job.stage, EarlyStop(job.patience, job.reward_saturation), out / "best")
