@@ -417,7 +417,8 @@ def test_rlaif_labels_from_the_bundled_policy_cancel_its_position_bias(tmp_path,
     (run / "responses").mkdir()
     write_part(pa.Table.from_pylist(data, schema=RESPONSE_SCHEMA), run / "responses")
     cfg = _cfg(model_cache, "generation.cpus_per_actor=1")
-    pairs, stats = rlaif_from_run(cfg, run)
+    table, stats = rlaif_from_run(cfg, run)
+    pairs = table.to_pylist()
     assert stats == {"groups": 5, "pairs": 4, "groups_without_pair": 1}  # e has one valid response
     by = {p["prompt_id"]: p for p in pairs}
     for pid, prompt in (("a", tea), ("b", tea), ("c", paris), ("d", paris)):
