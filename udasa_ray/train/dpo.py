@@ -248,7 +248,9 @@ def train_stage(job: StageJob, output_dir: str, shared: dict[str, Any] | None = 
     # DPOConfig first: under ZeRO-3 it is what lets from_pretrained shard the weights as they load.
     args = dpo_args(job, str(out / "trainer"), precompute=job.precompute)
     tok = AutoTokenizer.from_pretrained(job.start)
-    model = AutoModelForCausalLM.from_pretrained(read_ahead(job.start), dtype=torch.float32)
+    # The policy is read into this process's memory, not mapped from the file: the optimizer writes every weight,
+    # and a write to a mapped page copies it from the file first, page by page.
+    model = AutoModelForCausalLM.from_pretrained(job.start, dtype=torch.float32, disable_mmap=True)
     # Full weights without DeepSpeed keep the reference loaded (once per worker while it stays the same) and compute
     # training batches' reference log-probs as they come; otherwise TRL precomputes them all at construction.
     lazy = job.precompute and not job.deepspeed and not job.lora
@@ -300,10 +302,12 @@ def train_stage(job: StageJob, output_dir: str, shared: dict[str, Any] | None = 
 
 def _publish(tmp: str, out: str) -> None:
     """Move a finished stage from the worker's folder to the run (`out`, on storage all nodes share, like
-    Ray Train's): copied beside it, then renamed into place, so `out/stage.json` means a whole checkpoint."""
+    Ray Train's): moved beside it (a rename on the same file system, else a copy), then renamed into place, so
+    `out/stage.json` means a whole checkpoint. `tmp` is left empty, for its owner to remove."""
     partial = Path(out + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(tmp, partial)
+    shutil.move(tmp, partial)
+    os.mkdir(tmp)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(partial, out)
 
