@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # importable from a plain checkout
 
 from udasa_ray.check.arms import arms_markdown, compare_arms
-from udasa_ray.check.step import CHECK_METRICS, answer_side, read_per_prompt, share_base_side
+from udasa_ray.check.step import CHECK_METRICS, answer_sides, read_per_prompt, share_base_side
 from udasa_ray.config import load_config
 from udasa_ray.errors import entry
 from udasa_ray.pipeline import SHARED_STEPS, run_pipeline
@@ -77,7 +77,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     with run.hold("jobs/curriculum.py"), tracked(cfg, out, "curriculum"):
         run_pipeline(cfg, run, "score")
-        answer_side(cfg, run, "base", cfg.models.policy)  # once, shared by every arm
+        answer_sides(cfg, run, [("base", cfg.models.policy, "")])  # once, shared by every arm
         sides: dict[str, list[dict[str, dict[str, float]]]] = {}
         kept: dict[str, list[int]] = {}
         for arm in args.arms:

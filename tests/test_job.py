@@ -41,6 +41,10 @@ def test_align_job_runs_the_whole_pipeline(tiny_align_run):
     assert {"U", "u_sem", "u_fact", "u_val", "unsafe_rate", "length", "distinct", "helpfulness"} <= set(rows)
     assert "[" in rows["U"] and lines[check + 11].startswith("U @len")  # the interval and the length-matched row
     assert pq.read_table(run / "heldout" / "aligned" / "scores").num_rows == 4
+    # Both sides scored in one pipeline: each side's stats hold its 4 batches (2 prompts a side, a prompt group a
+    # batch), and each side scored its own 4 responses.
+    sides = [RunDir(run / "heldout" / side).step("score")["stats"] for side in ("base", "aligned")]
+    assert all(len(s["actor_batch_seconds"]) == 4 and s["scored_this_run"] == s["responses"] == 4 for s in sides)
     assert pq.read_table(run / "heldout" / "per_prompt.parquet").num_rows == 4  # 2 prompts x 2 sides
     report = (run / "report" / "report.md").read_text()
     assert "## Phased DPO" in report and "## Held-out check: base vs aligned" in report

@@ -273,17 +273,26 @@ class RunDir:
             key: Sequence[str] = (), salt: Sequence[str] = ()) -> dict[str, Any]:
         """Run `work(resume)` for `step` unless it finished with the same hash (see `todo`); returns its stats.
         The steps it reads must have finished."""
+        resume = self.begin(step, cfg, force, key, salt)
+        if resume is None:
+            return self.step(step.name).get("stats", {})
+        stats = work(resume)
+        self.finish(step, stats)
+        return stats
+
+    def begin(self, step: Step, cfg: Config, force: bool = False, key: Sequence[str] = (),
+              salt: Sequence[str] = ()) -> bool | None:
+        """Start `step` as `run` does, for work that `finish`es it later: None (and skipped) when it finished with
+        the same hash, else whether it resumes. The steps it reads must have finished."""
         for name in step.after:
             self.require(name, name)
         config_hash = self.config_hash(step, cfg, key, salt)
         resume = True if step.substeps else self.todo(step, config_hash, force)
         if resume is None:
             _skipped(step, config_hash)
-            return self.step(step.name).get("stats", {})
+            return None
         self.start(step, cfg, config_hash, resume)
-        stats = work(resume)
-        self.finish(step, stats)
-        return stats
+        return resume
 
     def chain(self, steps: Sequence[Step], cfg: Config, force: bool = False) -> list[tuple[Step, str, bool]]:
         """Sub-steps that each read the one before (the first reads its `after` steps): each with its hash and

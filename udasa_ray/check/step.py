@@ -142,10 +142,10 @@ def heldout_check(cfg: Config, run: RunDir, force: bool = False) -> dict[str, An
 
     trained = run.step("train")["stats"]
     embed = Embedder(cfg.scoring.semantic.model, cfg.models.cache_dir)
+    answered = answer_sides(cfg, run, [("base", cfg.models.policy, ""),
+                                       ("aligned", trained["aligned"], trained["aligned_hash"])], force)
     rows, sides = {}, {}
-    for side, policy, salt in (("base", cfg.models.policy, ""), ("aligned", trained["aligned"],
-                                                                  trained["aligned_hash"])):
-        sub, responses = answer_side(cfg, run, side, policy, salt, force)
+    for side, (sub, responses) in answered.items():
         rows[side] = _side_rows(sub, responses, embed)
         sides[side] = per_prompt(rows[side], cfg.scoring.unsafe_threshold)
     prompts = len(sides["base"]["U"])
@@ -161,21 +161,25 @@ def heldout_check(cfg: Config, run: RunDir, force: bool = False) -> dict[str, An
     return {"prompts": prompts, "responses_per_prompt": cfg.generation.n}
 
 
-def answer_side(cfg: Config, run: RunDir, side: str, policy: str, salt: str = "",
-                force: bool = False) -> tuple[RunDir, pa.Table]:
-    """One side of the check: `policy` answers the run's held-out prompts in heldout/<side> (salted with what made
-    the policy), and the run's scorers score the answers; returns the sub-run and its responses. Both resume."""
+def answer_sides(cfg: Config, run: RunDir, sides: list[tuple[str, str, str]], force: bool = False
+                 ) -> dict[str, tuple[RunDir, pa.Table]]:
+    """Sides of the check, each (side, policy, salt): `policy` answers the run's held-out prompts in heldout/<side>
+    (salted with what made the policy), then the run's scorers score every side's answers in one scoring pipeline.
+    Returns each side's sub-run and responses. Both resume."""
     import pyarrow.parquet as pq
 
     from udasa_ray.generate.step import generate_subrun
-    from udasa_ray.score.step import SUBRUN_SCORE, score
+    from udasa_ray.score.step import score_subruns
 
-    sub = RunDir(run / "heldout" / side)
-    gcfg = dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, policy=policy))
-    responses, _ = generate_subrun(sub.path, gcfg, pq.read_table(run / "heldout.parquet").to_pylist(), salt, force)
+    prompts = pq.read_table(run / "heldout.parquet").to_pylist()
+    answered = {}
+    for side, policy, salt in sides:
+        sub = RunDir(run / "heldout" / side)
+        gcfg = dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, policy=policy))
+        answered[side] = sub, generate_subrun(sub.path, gcfg, prompts, salt, force)[0]
     # Scored with the run's own config: a policy_judge scorer stays the base policy on both sides.
-    sub.run(SUBRUN_SCORE, cfg, lambda resume: score(cfg, sub, resume), force)
-    return sub, responses
+    score_subruns(cfg, [sub for sub, _ in answered.values()], force)
+    return answered
 
 
 def share_base_side(src: RunDir, dst: RunDir) -> None:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from udasa_ray.config import Config
+from udasa_ray.config import Config, ScoringConfig
 from udasa_ray.errors import StepFailed
 from udasa_ray.generate.requests import build_requests
 from udasa_ray.generate.step import RESPONSE_SCHEMA, generated, read_responses
@@ -92,15 +92,25 @@ def scorer_pools(cfg: Config) -> list[tuple[type, dict[str, Any]]]:
 
 
 def score(cfg: Config, run: RunDir, resume: bool = False) -> dict:
+    """Score `run`'s responses into scores/ (when it resumes, the prompts not on disk yet); returns its stats."""
+    return score_runs(cfg, [(run, resume)])[0]
+
+
+def score_runs(cfg: Config, runs: list[tuple[RunDir, bool]]) -> list[dict]:
+    """Score the responses of each (run, resume) in one scoring pipeline, so its scorer actors start once (the
+    held-out check's sides); each scored part goes to its own run's scores/. Returns each run's stats, with the
+    pipeline's timings."""
     import ray
 
     scoring = cfg.scoring
-    out_dir = run / "scores"
-    out_dir.mkdir(exist_ok=True)
-    done = set(read_parts(out_dir, SCORE_SCHEMA)["prompt_id"].to_pylist()) if resume else set()
-    groups = group_responses(read_responses(run / "responses"), done)
-    if done:
-        print(f"[score] resuming: {len(done)} prompts on disk, {len(groups)} to go")
+    groups: list[dict] = []
+    for i, (run, resume) in enumerate(runs):
+        (run / "scores").mkdir(exist_ok=True)
+        done = set(read_parts(run / "scores", SCORE_SCHEMA)["prompt_id"].to_pylist()) if resume else set()
+        todo = group_responses(read_responses(run / "responses"), done)
+        if done:
+            print(f"[score] resuming: {len(done)} prompts on disk, {len(todo)} to go")
+        groups += [{**g, "run": i} for g in todo]
     t0, batches = time.perf_counter(), []
     if groups:
         init_ray(cfg.ray)
@@ -113,23 +123,41 @@ def score(cfg: Config, run: RunDir, resume: bool = False) -> dict:
         n_resp = sum(len(g["response"]) for g in groups)
         with tqdm(total=n_resp, desc="score", unit="resp", dynamic_ncols=True) as bar:
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                table = explode(batch.to_pylist(), scoring.fusion_temperature, scoring.fusion_weights)
-                write_part(table, out_dir)
-                bar.update(table.num_rows)
-                batches.append((sum(actor_seconds(batch, f"s_{s.dim}") for s in SCORERS), table.num_rows))
-    table = read_parts(out_dir, SCORE_SCHEMA)
+                rows = batch.to_pylist()
+                for i in dict.fromkeys(r["run"] for r in rows):
+                    table = explode([r for r in rows if r["run"] == i], scoring.fusion_temperature,
+                                    scoring.fusion_weights)
+                    write_part(table, runs[i][0] / "scores")
+                n = sum(len(r["response"]) for r in rows)
+                bar.update(n)
+                batches.append((sum(actor_seconds(batch, f"s_{s.dim}") for s in SCORERS), n))
+    timing = {"seconds": round(time.perf_counter() - t0, 1),
+              **warm_up([b[0] for b in batches], [b[1] for b in batches], scoring.num_actors)}
+    return [_scored(scoring, run, sum(len(g["response"]) for g in groups if g["run"] == i), timing)
+            for i, (run, _) in enumerate(runs)]
+
+
+def _scored(scoring: ScoringConfig, run: RunDir, scored_now: int, timing: dict) -> dict:
+    """A run's score stats from its scores/ on disk; fails the step (and clears scores/) when more responses
+    failed in a scorer backend than `scoring.max_error_rate` allows."""
+    table = read_parts(run / "scores", SCORE_SCHEMA)
     errors = [e for e in table["error"].to_pylist() if e]
     failed = [e for e in errors if backend_failed(e)]
     if table.num_rows and len(failed) / table.num_rows > scoring.max_error_rate:
-        shutil.rmtree(out_dir)  # nothing half-scored is kept: the rerun scores every response again
+        shutil.rmtree(run / "scores")  # nothing half-scored is kept: the rerun scores every response again
         raise ScoringFailed(f"{len(failed)} of {table.num_rows} responses failed in a scorer backend, above "
                             f"scoring.max_error_rate={scoring.max_error_rate}; the first: {failed[0]}")
-    seconds = time.perf_counter() - t0
-    return {"responses": table.num_rows, "scored_this_run": sum(len(g["response"]) for g in groups),
-            "with_error": len(errors), "seconds": round(seconds, 1),
-            **warm_up([b[0] for b in batches], [b[1] for b in batches], scoring.num_actors),
+    return {"responses": table.num_rows, "scored_this_run": scored_now, "with_error": len(errors), **timing,
             "mean": {k: float(np.nanmean(table[k].to_numpy(zero_copy_only=False))) if table.num_rows else None
                      for k in ("u_sem", "u_fact", "u_val", "U")}}
+
+
+def score_subruns(cfg: Config, subs: list[RunDir], force: bool = False) -> None:
+    """The score sub-step of several sub-runs (the check's sides), those to do scored in one pipeline."""
+    todo = [(sub, resume) for sub in subs if (resume := sub.begin(SUBRUN_SCORE, cfg, force)) is not None]
+    if todo:
+        for (sub, _), stats in zip(todo, score_runs(cfg, todo), strict=True):
+            sub.finish(SUBRUN_SCORE, stats)
 
 
 def score_step(cfg: Config, run: RunDir, force: bool = False) -> dict:

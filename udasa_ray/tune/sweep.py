@@ -126,9 +126,9 @@ def sweep(cfg: Config, run: RunDir, fresh: bool = False, tracker: Tracker | None
     space = {"point": tune.grid_search(list(range(len(points))))} if points else {}
     init_ray(cfg.ray)
     if tune_cfg.objective == "heldout_U":  # every trial's answers are compared with the base policy's, made once
-        from udasa_ray.check.step import answer_side
+        from udasa_ray.check.step import answer_sides
 
-        answer_side(trial_config(cfg, []), run, "base", cfg.models.policy)  # with the trials' own resources
+        answer_sides(trial_config(cfg, []), run, [("base", cfg.models.policy, "")])  # with the trials' own resources
     # Built (and the loggers' environment set) on a restore too: Tune restores its callbacks from the experiment,
     # and W&B's would look for an API key without WANDB_MODE.
     callbacks = tune_callbacks(cfg, tracker)
