@@ -145,14 +145,15 @@ def test_align_runs_the_llama7b_recipe_across_two_nodes(recipe, aligned, classif
         p_toxic = torch.softmax(clf(**enc).logits, -1)[:, 1].tolist()
     assert [s["u_val"] for s in scores] == pytest.approx(p_toxic, abs=1e-4)
     assert len(scores) >= 4 and all(0 <= s["u_fact"] <= 1 for s in scores)  # hf_nli: 1 - P("ENTAILMENT")
-    # Phased DPO: every stage trained by 2 ZeRO-3 workers, which ran on both nodes.
+    # Phased DPO: the recipe's three stages, each trained by 2 ZeRO-3 workers, which ran on both nodes.
     summary = json.loads((run / "train" / "summary.json").read_text())
     trained = [s for s in summary["stages"] if s.get("steps")]
-    assert len(trained) == 2 and all(s["world_size"] == 2 and s["zero_stage"] == 3 for s in trained), summary
+    assert len(trained) == 3 and all(s["world_size"] == 2 and s["zero_stage"] == 3 for s in trained), summary
     assert all(s["trainable_params"] > 100_000_000 for s in trained)  # whole model counted, not a rank's shard
     nodes = {n.node_id for n in list_nodes(address=recipe["dashboard"])}
     workers = list_actors(address=recipe["dashboard"], filters=[("class_name", "=", "RayTrainWorker")], limit=1000)
     assert len(nodes) == 2 and {w.node_id for w in workers} == nodes
+    assert len(workers) == 2  # one worker group (one Ray Train run) trained the three stages
     # The shared train.work_dir holds this run's own subfolder.
     assert [p.name.startswith("shared-") for p in (recipe["out"] / "shared-work").iterdir()] == [True]
     assert (run / "heldout" / "summary.json").exists() and (run / "report" / "report.md").exists()

@@ -256,7 +256,8 @@ def train_stage(job: StageJob, output_dir: str, shared: dict[str, Any] | None = 
     lazy = job.precompute and not job.deepspeed and not job.lora
     ref = None
     if lazy or job.ref != job.start:
-        if shared.get("ref", (None,))[0] != job.ref:
+        # DeepSpeed takes the reference into one trainer's engine (ZeRO-3 partitions it): loaded again each stage.
+        if job.deepspeed or shared.get("ref", (None,))[0] != job.ref:
             shared["ref"] = job.ref, AutoModelForCausalLM.from_pretrained(read_ahead(job.ref), dtype=torch.float32)
         ref = shared["ref"][1]
     train, evaluation = _datasets(job, rank)

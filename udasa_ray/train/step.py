@@ -5,9 +5,9 @@ the one before, so a killed run retrains only the stage it was in. A stage start
 stage's checkpoint; its reference is the initial policy (default) or that previous policy.
 
 One `TorchTrainer` run (one worker group) trains all the stages still to do: its workers start,
-import the stack and load the reference once per run instead of once per stage. Two cases fit one
-stage per run instead: a Tune trial (`on_stage` reports between stages, so ASHA can stop the trial
-there) and DeepSpeed (its engines are built once per process).
+import the stack and load the reference once per run instead of once per stage (under DeepSpeed,
+once per stage: its engine takes the reference in). A Tune trial trains one stage per run instead:
+`on_stage` reports between stages, so ASHA can stop the trial there.
 """
 
 from __future__ import annotations
@@ -197,8 +197,7 @@ def _train_stages(cfg: Config, run: RunDir, force: bool,
             todo.append((index, step, step_hash, stage_job(cfg, run, stage, index, index == len(stages), start, base,
                                                            eval_ids, step_hash, budgets[index - 1])))
         start = str(run / step.outputs[0])
-    together = on_stage is None and cfg.train.deepspeed.zero_stage == 0
-    for group in ([todo] if together and todo else [[t] for t in todo]):
+    for group in ([todo] if on_stage is None and todo else [[t] for t in todo]):
         _fit_group(cfg, run, group, len(stages), on_stage)
     summary = {"aligned": start, "aligned_hash": chain[-1][1], "base": base, "eval_pairs": len(eval_ids),
                "stages": [run.step(step.name)["stats"] for step, _, _ in chain]}
