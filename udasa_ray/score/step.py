@@ -155,9 +155,8 @@ def _scored(scoring: ScoringConfig, run: RunDir, scored_now: int, timing: dict) 
 def score_subruns(cfg: Config, subs: list[RunDir], force: bool = False) -> None:
     """The score sub-step of several sub-runs (the check's sides), those to do scored in one pipeline."""
     todo = [(sub, resume) for sub in subs if (resume := sub.begin(SUBRUN_SCORE, cfg, force)) is not None]
-    if todo:
-        for (sub, _), stats in zip(todo, score_runs(cfg, todo), strict=True):
-            sub.finish(SUBRUN_SCORE, stats)
+    for (sub, _), stats in zip(todo, score_runs(cfg, todo), strict=True):
+        sub.finish(SUBRUN_SCORE, stats)
 
 
 def score_step(cfg: Config, run: RunDir, force: bool = False) -> dict:
