@@ -12,7 +12,7 @@ VLLM ?= $(if $(shell nvidia-smi -L 2>/dev/null),gpu,cpu)
 
 venv: $(VENV)/.installed
 
-# DeepSpeed compiles its CPU shared-memory comm op the first time a process group starts on CPUs (about 40 s on 2
+# DeepSpeed compiles its CPU shared-memory comm op the first time a process group starts on CPUs (20-40 s on 2
 # cores, and in the first ZeRO stage of every fresh machine): it is built once here, into torch's extension cache.
 define PREBUILD_DEEPSPEED_OPS
 from deepspeed.accelerator import get_accelerator
