@@ -28,9 +28,6 @@ def init_ray(cfg: RayConfig) -> None:
     # A local Ray needs no auth token, and must listen on loopback only.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    # Ray Train's print patch logs what libraries print into a captured stdout too: `datasets` hashing TRL's
-    # map functions (dill disassembles them) put pages of bytecode in every stage's log. Workers print as usual.
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     # The dashboard serves the state API that Ray Train and Tune use to clean up after themselves.
     ray.init(num_cpus=cfg.num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
              configure_logging=True, logging_level="WARNING")
