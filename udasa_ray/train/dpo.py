@@ -10,6 +10,7 @@ transformers when `deepspeed` is set.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -298,7 +299,19 @@ def train_stage(job: StageJob, output_dir: str, shared: dict[str, Any] | None = 
         trainer.state.save_to_json(str(out / "trainer_state.json"))
         (out / "stage.json").write_text(json.dumps(summary, indent=2))
         shutil.rmtree(out / "trainer", ignore_errors=True)
+    if trainer.is_deepspeed_enabled:
+        _release_engines(trainer)
     return summary
+
+
+def _release_engines(trainer: Any) -> None:
+    """Destroy a finished stage's DeepSpeed engines (the policy's, and TRL's own for the reference): their hooks
+    and partitions otherwise keep every stage's policy, optimizer state and reference alive in a worker that
+    trains the next stage."""
+    ref = getattr(trainer, "ref_model", None)
+    if hasattr(ref, "destroy"):
+        ref.destroy()
+    trainer.accelerator.free_memory()
 
 
 def _publish(tmp: str, out: str) -> None:
@@ -328,6 +341,7 @@ def train_loop(config: dict[str, Any]) -> None:
             continue
         with tempfile.TemporaryDirectory(prefix=f"udasa-stage{job.stage}-") as tmp:
             summary = train_stage(job, tmp, shared)
+            gc.collect()  # the stage's trainer and models, which refer to each other, before the next stage loads
             if rank == 0:
                 _publish(tmp, job.out)
         if dist.is_available() and dist.is_initialized():
