@@ -35,12 +35,19 @@ GENERATOR, FACTUAL_SCORER = "MapBatches(HFGenerator)).submit", "MapBatches(Factu
 TRAIN_WORKER = "ray::RayTrainWorker"
 
 
-def _ray_procs(title: str, since: float) -> list[psutil.Process]:
-    """Live processes started after `since` whose title contains `title`."""
+def _ray_procs(title: str, job: subprocess.Popen) -> list[psutil.Process]:
+    """The job's live processes whose title contains `title`: its local Ray's are its descendants."""
+    try:
+        procs = psutil.Process(job.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
     found = []
-    for p in psutil.process_iter(["cmdline", "create_time"]):
-        if p.info["create_time"] >= since and title in " ".join(p.info["cmdline"] or ()):
-            found.append(p)
+    for p in procs:
+        try:
+            if title in " ".join(p.cmdline()):
+                found.append(p)
+        except psutil.NoSuchProcess:
+            pass
     return found
 
 
@@ -48,7 +55,7 @@ class Job:
     """One `jobs/align.py` process in its own process group, its output in a log file."""
 
     def __init__(self, run: Path, log: Path, *extra: str) -> None:
-        self.run, self.log, self.started = RunDir(run), log, time.time()
+        self.run, self.log = RunDir(run), log
         self.stage_dirs = _stage_dirs()  # left by earlier workers
         with log.open("w") as out:
             self.proc = subprocess.Popen(align_cmd("--run-dir", str(run), *TINY_ALIGN, *extra), env=job_env(),
@@ -81,7 +88,7 @@ class Job:
 
     def kill_worker(self, title: str) -> None:
         """SIGKILL the one Ray worker process running `title`, as a lost node or an OOM kill would."""
-        (p,) = _ray_procs(title, self.started)
+        (p,) = _ray_procs(title, self.proc)
         p.kill()
 
     def kill(self) -> None:
@@ -159,11 +166,10 @@ def test_killed_everywhere_and_rerun_equals_an_uninterrupted_run(tiny_align_run,
     # in stage 1: with train.max_failures 0 (the default), the job stops with a message naming the stage, and
     # keeps every finished step. (A job killed inside a step resumes that step's rows: the steps' own tests.)
     job = launch(run, tmp_path / "2.log", cache)
-    job.wait_for("a response part", lambda: 1 <= job.parts("responses") < responses and _ray_procs(GENERATOR,
-                                                                                                   job.started))
+    job.wait_for("a response part", lambda: 1 <= job.parts("responses") < responses and _ray_procs(GENERATOR, job.proc))
     job.kill_worker(GENERATOR)
     job.wait_for("generation to finish", lambda: job.status("generate") == "done")
-    job.wait_for("a scorer at work", lambda: _ray_procs(FACTUAL_SCORER, job.started))
+    job.wait_for("a scorer at work", lambda: _ray_procs(FACTUAL_SCORER, job.proc))
     job.kill_worker(FACTUAL_SCORER)
     job.wait_for("scoring to finish", lambda: job.status("score") == "done")
     job.wait_for("stage 1 training", lambda: job.training(1))
