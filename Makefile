@@ -37,8 +37,11 @@ $(VENV)/.installed: pyproject.toml
 run: venv
 	$(PY) jobs/align.py --config $(CONFIG) --run-dir $(RUN_DIR)
 
+# Two test processes (pytest-xdist), a module at a time each, keep both cores busy while one waits on a start-up;
+# the `solo` modules then run alone.
 test: venv
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not solo" --durations=25
+	$(PY) -m pytest -q -m solo --durations=5
 
 # The inner loop: every test that neither loads a model nor starts Ray (under 2 minutes).
 test-fast: venv

