@@ -47,9 +47,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """An xdist worker gets a temp dir and a Ray temp dir of its own, so that neither worker's jobs see the other's
-    files (tests/test_faults.py watches the temp dir for the training stages its job starts)."""
+    files (tests/test_faults.py watches the temp dir for the training stages its job starts). Its processes' OpenMP
+    threads sleep when they wait, rather than spin: two processes that each spin-wait on both cores slow each other
+    down many times over (bench/omp_wait.py)."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if worker:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         config.worker_tmp = tempfile.mkdtemp(prefix=f"udasa-{worker}-")  # short: Ray's socket paths live under it
         os.environ["TMPDIR"] = os.environ["RAY_TMPDIR"] = config.worker_tmp
         tempfile.tempdir = None  # gettempdir() reads TMPDIR again
