@@ -38,10 +38,10 @@ run: venv
 	$(PY) jobs/align.py --config $(CONFIG) --run-dir $(RUN_DIR)
 
 # Two test processes (pytest-xdist), a module at a time each, keep both cores busy while one waits on a start-up;
-# the `solo` modules then run alone.
+# the `solo` modules then run alone, whether or not the others passed.
 test: venv
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not solo" --durations=25
-	$(PY) -m pytest -q -m solo --durations=5
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not solo" --durations=25; \
+	status=$$?; $(PY) -m pytest -q -m solo --durations=5 && exit $$status
 
 # The inner loop: every test that neither loads a model nor starts Ray (under 2 minutes).
 test-fast: venv

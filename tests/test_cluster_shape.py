@@ -35,6 +35,9 @@ LABELS = {"nli": ["CONTRADICTION", "NEUTRAL", "ENTAILMENT"],  # microsoft/debert
 # sweep train on one worker each: a stage takes two thirds of the time, and a sweep's two trials then run at
 # once, one a node.
 ONE_WORKER = ("train.num_workers=1", "train.deepspeed.zero_stage=0")
+# The two nodes share this machine's cores: OpenMP threads that wait sleep rather than spin through the time
+# the other node's threads need (bench/omp_wait.py).
+SHARED_CORES = {"OMP_WAIT_POLICY": "PASSIVE"}
 CLUSTER = textwrap.dedent("""
     import json, socket, sys
     from ray.cluster_utils import Cluster
@@ -62,7 +65,7 @@ CLUSTER = textwrap.dedent("""
 def two_nodes():
     """A head and a worker node, 2 CPUs each, in a process of their own; closed when the module ends."""
     proc = subprocess.Popen([sys.executable, "-c", CLUSTER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+                            text=True, env={**os.environ, **SHARED_CORES, "RAY_USAGE_STATS_ENABLED": "0"})
     line = proc.stdout.readline()
     assert line, "the two-node cluster did not start"
     yield json.loads(line)
@@ -101,7 +104,7 @@ def recipe(request, tmp_path_factory, two_nodes, base_model, classifiers, model_
     overrides = [f"models.policy={base_model}", f"models.cache_dir={model_cache}",
                  f"scoring.factual.model={classifiers['nli']}", f"scoring.value.model={classifiers['toxicity']}",
                  f"train.work_dir={out / 'shared-work'}"]
-    env = {**os.environ, "RAY_ADDRESS": two_nodes["address"], "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **SHARED_CORES, "RAY_ADDRESS": two_nodes["address"], "PYTHONUNBUFFERED": "1"}
 
     def job(script: str, *args: str, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
         r = subprocess.run([sys.executable, str(ROOT / "jobs" / script), *RECIPE, *overrides, *extra, *args], cwd=out,

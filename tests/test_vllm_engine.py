@@ -65,23 +65,27 @@ def test_n_seeded_samples_per_prompt_with_real_finish_reasons_and_token_counts(f
     assert stats["finish_reasons"].get("length", 0) >= 1
 
 
-def test_a_killed_step_makes_only_its_missing_rows_and_the_same_seeds_give_the_same_answers(first, model_cache,
-                                                                                          capsys):
-    """The rerun of a generate step cut after its first part file makes the other rows only. vLLM seeds each
-    request's sampler with the request's seed, so the rows made again equal the first run's, token for token."""
+def test_a_killed_step_makes_only_its_missing_rows_with_the_first_runs_seeds(first, model_cache, capsys):
+    """The rerun of a generate step cut after its first part file makes the other rows only, each request with the
+    seed it had in the first run. Their text is not compared: on CPUs vLLM's logits depend on which requests share
+    a batch, and the engine batches requests as they arrive, so a seeded draw is the same only when the batches
+    are (vLLM's batch invariance is for GPUs)."""
     import shutil
 
     done, _ = first
     shutil.copytree(done.path, done.path.parent / "resumed")
     run = RunDir(done.path.parent / "resumed")
     assert kill_after(run, "generate", "responses", keep=1) == 3
-    kept = _rows(run)
+    kept = {(r["prompt_id"], r["sample_idx"]): r for r in _rows(run)}
     capsys.readouterr()
     stats = run_pipeline(_cfg(model_cache), run, "generate", since="generate")["generate"]
     assert f"resuming: {len(kept)} responses on disk, {9 - len(kept)} to go" in capsys.readouterr().out
     assert stats["generated_this_run"] == 9 - len(kept) == 6
-    assert [(r["prompt_id"], r["sample_idx"], r["response"], r["n_tokens"]) for r in _rows(run)] == [
-        (r["prompt_id"], r["sample_idx"], r["response"], r["n_tokens"]) for r in _rows(done)]
+    before = {(r["prompt_id"], r["sample_idx"]): r for r in _rows(done)}
+    after = {(r["prompt_id"], r["sample_idx"]): r for r in _rows(run)}
+    assert after.keys() == before.keys() and all(after[k] == row for k, row in kept.items())
+    assert all(after[k]["seed"] == before[k]["seed"] and after[k]["response"].strip() and not after[k]["error"]
+               for k in after.keys() - kept.keys())
 
 
 def test_the_judge_served_through_ray_data_llm_judges_real_answers(model_cache, ray_local):
