@@ -71,7 +71,7 @@ def main() -> None:
         rows.append({"setting": name, "alone_s": alone[0], "two_at_once_s": together})
     result = {"cpu": cpu_kind(), "work": f"{args.repeats} x generate(4 prompts, 48 tokens)", "rows": rows}
     print(f"{result['cpu']}; each process: {result['work']}")
-    print("| setting | alone | each of two at once | two at once / two alone |\n|---|---:|---:|---:|")
+    print("| setting | alone | each of two at once | two at once ÷ the two one after the other |\n|---|---:|---:|---:|")
     for r in rows:
         slower = max(r["two_at_once_s"]) / (2 * r["alone_s"])
         print(f"| {r['setting']} | {r['alone_s']:.2f} s | {', '.join(f'{t:.2f}' for t in r['two_at_once_s'])} s "
