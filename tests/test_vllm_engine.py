@@ -30,6 +30,10 @@ def _rows(run: RunDir) -> list[dict]:
     return sorted(read_responses(run / "responses").to_pylist(), key=lambda r: (r["prompt_id"], r["sample_idx"]))
 
 
+def _keyed(run: RunDir) -> dict[tuple[str, int], dict]:
+    return {(r["prompt_id"], r["sample_idx"]): r for r in _rows(run)}
+
+
 @pytest.fixture(scope="module")
 def first(tmp_path_factory, model_cache, ray_local) -> tuple[RunDir, dict]:
     """The embedded default with only the backend (and a tiny budget) changed: its generate step on vLLM."""
@@ -76,13 +80,12 @@ def test_a_killed_step_makes_only_its_missing_rows_with_the_first_runs_seeds(fir
     shutil.copytree(done.path, done.path.parent / "resumed")
     run = RunDir(done.path.parent / "resumed")
     assert kill_after(run, "generate", "responses", keep=1) == 3
-    kept = {(r["prompt_id"], r["sample_idx"]): r for r in _rows(run)}
+    kept = _keyed(run)
     capsys.readouterr()
     stats = run_pipeline(_cfg(model_cache), run, "generate", since="generate")["generate"]
     assert f"resuming: {len(kept)} responses on disk, {9 - len(kept)} to go" in capsys.readouterr().out
     assert stats["generated_this_run"] == 9 - len(kept) == 6
-    before = {(r["prompt_id"], r["sample_idx"]): r for r in _rows(done)}
-    after = {(r["prompt_id"], r["sample_idx"]): r for r in _rows(run)}
+    before, after = _keyed(done), _keyed(run)
     assert after.keys() == before.keys() and all(after[k] == row for k, row in kept.items())
     assert all(after[k]["seed"] == before[k]["seed"] and after[k]["response"].strip() and not after[k]["error"]
                for k in after.keys() - kept.keys())
