@@ -256,9 +256,12 @@ def train_stage(job: StageJob, output_dir: str, shared: dict[str, Any] | None = 
     # training batches' reference log-probs as they come; otherwise TRL precomputes them all at construction.
     lazy = job.precompute and not job.deepspeed and not job.lora
     ref = None
-    if lazy or job.ref != job.start:
-        # DeepSpeed takes the reference into one trainer's engine (ZeRO-3 partitions it): loaded again each stage.
-        if job.deepspeed or shared.get("ref", (None,))[0] != job.ref:
+    if job.deepspeed and job.ref != job.start:
+        # DeepSpeed takes the reference into this stage's engine (ZeRO-3 partitions it): loaded for each stage, and
+        # not kept, as the engine's hooks stay on it.
+        ref = AutoModelForCausalLM.from_pretrained(read_ahead(job.ref), dtype=torch.float32)
+    elif lazy or job.ref != job.start:
+        if shared.get("ref", (None,))[0] != job.ref:
             shared["ref"] = job.ref, AutoModelForCausalLM.from_pretrained(read_ahead(job.ref), dtype=torch.float32)
         ref = shared["ref"][1]
     train, evaluation = _datasets(job, rank)
@@ -305,13 +308,16 @@ def train_stage(job: StageJob, output_dir: str, shared: dict[str, Any] | None = 
 
 
 def _release_engines(trainer: Any) -> None:
-    """Destroy a finished stage's DeepSpeed engines (the policy's, and TRL's own for the reference): their hooks
-    and partitions otherwise keep every stage's policy, optimizer state and reference alive in a worker that
-    trains the next stage."""
-    ref = getattr(trainer, "ref_model", None)
-    if hasattr(ref, "destroy"):
-        ref.destroy()
+    """Release a finished stage's DeepSpeed engines (the policy's, and TRL's own for the reference), so that a worker
+    that trains the next stage holds only that stage: their hooks, and ZeRO-3's module-level stack of each engine's
+    top module (which `destroy()` leaves), otherwise keep every stage's policy, optimizer state and reference alive."""
+    from deepspeed.runtime.zero import parameter_offload
+
+    for engine in (getattr(trainer, "model_wrapped", None), getattr(trainer, "ref_model", None)):
+        if hasattr(engine, "destroy"):
+            engine.destroy()
     trainer.accelerator.free_memory()
+    parameter_offload.FWD_MODULE_STACK.clear()  # no forward is running between stages
 
 
 def _publish(tmp: str, out: str) -> None:
