@@ -293,7 +293,8 @@ def train_stage(job: StageJob, output_dir: str, shared: dict[str, Any] | None = 
                "train_pairs": len(train), "stage_pairs": job.stage_pairs or len(train),
                "eval_pairs": len(evaluation or []),
                "beta": job.beta, "loss_type": list(job.loss_type),
-               "peak_lr": job.peak_lr, "seconds": round(seconds, 1), "world_size": args.world_size,
+               "peak_lr": job.peak_lr, "seconds": round(seconds, 1), "peak_rss_gb": _peak_rss_gb(),
+               "world_size": args.world_size,
                "bf16": args.bf16, "zero_stage": zero, "lora_r": job.lora["r"] if job.lora else None,
                "trainable_params": sum(getattr(p, "ds_numel", p.numel())  # ZeRO-3: a rank holds only a shard
                                        for p in trainer.model.parameters() if p.requires_grad)}
@@ -305,6 +306,14 @@ def train_stage(job: StageJob, output_dir: str, shared: dict[str, Any] | None = 
     if trainer.is_deepspeed_enabled:
         _release_engines(trainer)
     return summary
+
+
+def _peak_rss_gb() -> float:
+    """This worker's peak resident memory so far, in GB: a high-water mark over the stages it has trained."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / (2**30 if sys.platform == "darwin" else 2**20), 2)
 
 
 def _release_engines(trainer: Any) -> None:

@@ -236,7 +236,8 @@ def _fit_group(cfg: Config, run: RunDir, group: list[tuple[int, Step, str, Stage
             stop = f", stopped early: {stats['stopped_early']}" if stats.get("stopped_early") else ""
             kept = (f"; kept step {stats['best_step']} (best eval loss {stats['best_eval_loss']:.4f})"
                     if stats.get("best_step") is not None else "")
+            memory = f", rank 0 peak {stats['peak_rss_gb']} GB" if stats.get("peak_rss_gb") else ""
             print(f"[train] stage {job.stage} ({job.name}): {stats['steps']}/{stats['planned_steps']} steps "
-                  f"in {stats['seconds']}s{stop}{kept} -> {job.out}")
+                  f"in {stats['seconds']}s{memory}{stop}{kept} -> {job.out}")
             if on_stage:
                 on_stage(index, stages, stats)
