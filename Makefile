@@ -37,11 +37,13 @@ $(VENV)/.installed: pyproject.toml
 run: venv
 	$(PY) jobs/align.py --config $(CONFIG) --run-dir $(RUN_DIR)
 
-# Two test processes (pytest-xdist), a module at a time each, keep both cores busy while one waits on a start-up;
-# the `solo` modules then run alone, whether or not the others passed.
+# Two test processes (pytest-xdist), a module at a time each, keep both cores busy while one waits on a start-up: first
+# the slow tests, then the `solo` modules beside the fast tier (which neither loads a model nor starts Ray), whether or
+# not the first part passed.
+XDIST := -n 2 --dist loadfile --no-loadscope-reorder
 test: venv
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not solo" --durations=25; \
-	status=$$?; $(PY) -m pytest -q -m solo --durations=5 && exit $$status
+	$(PY) -m pytest -q $(XDIST) -m "slow and not solo" --durations=25; \
+	status=$$?; $(PY) -m pytest -q $(XDIST) -m "solo or not slow" --durations=5 && exit $$status
 
 # The inner loop: every test that neither loads a model nor starts Ray (under 2 minutes).
 test-fast: venv

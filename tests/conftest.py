@@ -5,7 +5,8 @@ Tiers: a test that uses a model or Ray through these fixtures is marked `slow` h
 model or start Ray otherwise carry the mark themselves. `make test-fast` runs the rest.
 
 `make test` runs the suite in two pytest-xdist workers, a module at a time each (`--dist loadfile`), the
-costliest modules first, then the `solo` modules alone; plain `pytest` runs everything in one process."""
+costliest modules first, then the `solo` modules beside the fast tier; plain `pytest` runs everything in one
+process."""
 
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ SLOW_FIXTURES = {"model_cache", "ray_local"}
 
 # The modules that start the most jobs, costliest first: `make test`'s two workers take modules in collection
 # order, and a costly module taken last would leave the other worker idle while it runs.
-COSTLY_FIRST = ["test_job.py", "test_tune.py", "test_faults.py", "test_train.py", "test_eval.py", "test_vllm_engine.py",
-                "test_generate.py", "test_scoring.py"]
+COSTLY_FIRST = ["test_cluster_shape.py", "test_job.py", "test_tune.py", "test_faults.py", "test_train.py",
+                "test_eval.py", "test_vllm_engine.py", "test_generate.py", "test_scoring.py"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
