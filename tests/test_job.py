@@ -51,6 +51,34 @@ def test_align_job_runs_the_whole_pipeline(tiny_align_run):
     assert (run / "report" / "train_stage_1.png").exists() or (run / "report" / "train_stage_3.png").exists()
 
 
+def test_a_local_ray_keeps_idle_workers_while_actors_hold_more_processes_than_cpus(ray_local):
+    """While a job's actors hold CPUs, Ray's default stops an idle worker a second after its task, so each Ray Data
+    read or write task would start a new Python process. Under `init_ray` the workers that ran tasks before a
+    pause serve the tasks after it."""
+    import os
+    import time
+
+    import ray
+
+    @ray.remote(num_cpus=0.5)
+    class Holder:
+        def pid(self) -> int:
+            return os.getpid()
+
+    @ray.remote(num_cpus=0.25)
+    def pid() -> int:
+        return os.getpid()
+
+    holders = [Holder.remote() for _ in range(3)]
+    ray.get([h.pid.remote() for h in holders])  # 1.5 of this Ray's 2 CPUs held, as a step's actors hold them
+    before = set(ray.get([pid.remote() for _ in range(4)]))
+    time.sleep(2.5)  # past Ray's idle threshold (1 s) and its next round of stopping idle workers
+    after = set(ray.get([pid.remote() for _ in range(4)]))
+    for h in holders:
+        ray.kill(h)
+    assert before & after, f"every worker idle for 2.5 s was stopped: {before} then {after}"
+
+
 def test_align_job_config_error_exits_2(tmp_path):
     r = _job("--run-dir", str(tmp_path), "curriculum.thresholds=[0.7,0.4]")
     assert r.returncode == 2 and "curriculum.thresholds: must be increasing" in r.stderr

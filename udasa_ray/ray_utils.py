@@ -30,7 +30,14 @@ def init_ray(cfg: RayConfig) -> None:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     # The dashboard serves the state API that Ray Train and Tune use to clean up after themselves.
     ray.init(num_cpus=cfg.num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
-             configure_logging=True, logging_level="WARNING")
+             configure_logging=True, logging_level="WARNING",
+             _system_config={"num_workers_soft_limit": (cfg.num_cpus or os.cpu_count() or 1) + IDLE_WORKERS_KEPT})
+
+
+# Ray's soft limit on worker processes is the CPU count: while a step's actors hold CPUs, it stops an idle worker a
+# second after its task, so on a local Ray every Ray Data read or write task would start a new Python process and
+# import Ray again. A job keeps about a dozen actors alive (the steps' models, Ray Data's and Ray Train's own).
+IDLE_WORKERS_KEPT = 16
 
 
 T = TypeVar("T")
