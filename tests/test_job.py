@@ -51,7 +51,7 @@ def test_align_job_runs_the_whole_pipeline(tiny_align_run):
     assert (run / "report" / "train_stage_1.png").exists() or (run / "report" / "train_stage_3.png").exists()
 
 
-def test_a_local_ray_keeps_idle_workers_while_actors_hold_more_processes_than_cpus(ray_local):
+def test_a_local_ray_keeps_its_idle_workers_while_actors_hold_cpus(ray_local):
     """While a job's actors hold CPUs, Ray's default stops an idle worker a second after its task, so each Ray Data
     read or write task would start a new Python process. Under `init_ray` the workers that ran tasks before a
     pause serve the tasks after it."""

@@ -10,6 +10,11 @@ from typing import Any, TypeVar
 
 from udasa_ray.config import RayConfig
 
+# Ray's soft limit on worker processes is the CPU count: while a step's actors hold CPUs, it stops an idle worker a
+# second after its task, so on a local Ray every Ray Data read or write task would start a new Python process and
+# import Ray again. A job keeps about a dozen actors alive (the steps' models, Ray Data's and Ray Train's own).
+IDLE_WORKERS_KEPT = 16
+
 
 def local_ray(cfg: RayConfig) -> bool:
     """Whether this process starts its own Ray (of `ray.num_cpus`) rather than joining a cluster."""
@@ -32,12 +37,6 @@ def init_ray(cfg: RayConfig) -> None:
     ray.init(num_cpus=cfg.num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
              configure_logging=True, logging_level="WARNING",
              _system_config={"num_workers_soft_limit": (cfg.num_cpus or os.cpu_count() or 1) + IDLE_WORKERS_KEPT})
-
-
-# Ray's soft limit on worker processes is the CPU count: while a step's actors hold CPUs, it stops an idle worker a
-# second after its task, so on a local Ray every Ray Data read or write task would start a new Python process and
-# import Ray again. A job keeps about a dozen actors alive (the steps' models, Ray Data's and Ray Train's own).
-IDLE_WORKERS_KEPT = 16
 
 
 T = TypeVar("T")
