@@ -1,4 +1,5 @@
-"""jobs/align.py, run as the README runs it: a separate process that starts its own local Ray."""
+"""jobs/align.py, run as the README runs it: a separate process that starts its own local Ray; and that local
+Ray's worker processes."""
 
 import json
 import re
@@ -70,12 +71,14 @@ def test_a_local_ray_keeps_its_idle_workers_while_actors_hold_cpus(ray_local):
         return os.getpid()
 
     holders = [Holder.remote() for _ in range(3)]
-    ray.get([h.pid.remote() for h in holders])  # 1.5 of this Ray's 2 CPUs held, as a step's actors hold them
-    before = set(ray.get([pid.remote() for _ in range(4)]))
-    time.sleep(2.5)  # past Ray's idle threshold (1 s) and its next round of stopping idle workers
-    after = set(ray.get([pid.remote() for _ in range(4)]))
-    for h in holders:
-        ray.kill(h)
+    try:
+        ray.get([h.pid.remote() for h in holders])  # 1.5 of this Ray's 2 CPUs held, as a step's actors hold them
+        before = set(ray.get([pid.remote() for _ in range(4)]))
+        time.sleep(2.5)  # past Ray's idle threshold (1 s) and its next round of stopping idle workers
+        after = set(ray.get([pid.remote() for _ in range(4)]))
+    finally:  # the session's Ray serves the process's later tests
+        for h in holders:
+            ray.kill(h)
     assert before & after, f"every worker idle for 2.5 s was stopped: {before} then {after}"
 
 
