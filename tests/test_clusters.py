@@ -216,8 +216,8 @@ def test_autoscaler_starts_the_8_gpu_type_for_training(config: tuple[Path, ...],
     ("train.cpus_per_worker=200", "train"),  # more CPUs than any GPU node has
     ("train.num_workers=64", "train"),  # 64 GPUs: more than the GPU types' max nodes hold
     ("generation.vllm.tensor_parallel_size=16", "vllm"),  # tensor parallelism beyond one node's GPUs
-    ("scoring.cpus_per_actor=64", "scoring"),  # an actor bigger than a CPU node
-    ("scoring.num_actors=20", "scoring"),  # 3 x 20 actors x 4 CPUs: more than the CPU nodes hold
+    ("scoring.cpus_per_actor=64", "scoring"),  # an actor of 3 x 64 CPUs: bigger than any node
+    ("scoring.num_actors=20", "scoring"),  # 20 actors x 3 x 5 CPUs: more than the CPU nodes hold
 ])
 def test_fit_check_rejects_what_does_not_fit(override: str, stage: str) -> None:
     cfg = load_config(LLAMA_CONFIGS[0], [override])
@@ -247,13 +247,15 @@ def test_vllm_engine_asks_for_the_actor_resources(config: tuple[Path, ...], tp: 
 
 @pytest.mark.parametrize("config", LLAMA_CONFIGS, ids=LLAMA_IDS)
 def test_scorer_actors_ask_for_the_scoring_actor_resources(config: tuple[Path, ...]) -> None:
-    """`scoring.actor_resources` puts every scorer pool's actors on the node type that carries the label."""
+    """`scoring.actor_resources` (per scorer) puts the scorer actors, three scorers each, on the node type that
+    carries the label; an actor asks for three scorers' CPUs."""
     cfg = load_config(config, ["scoring.actor_resources={score_node: 1}"])
-    pools = [asks.actor_resources(kwargs) for _, kwargs in score_step.scorer_pools(cfg)]
-    assert len(pools) == 3 and all(p["score_node"] == 1 for p in pools), pools
-    plain = [asks.actor_resources(kwargs) for _, kwargs in score_step.scorer_pools(load_config(config))]
-    assert all(set(p) == {"CPU"} for p in plain), plain
-    assert [p["CPU"] for p in plain] == [p["CPU"] for p in pools]
+    labelled = asks.actor_resources(score_step.scorer_pool(cfg))
+    plain = asks.actor_resources(score_step.scorer_pool(load_config(config)))
+    assert labelled == {"CPU": 3 * cfg.scoring.cpus_per_actor, "score_node": 3}, labelled
+    assert plain == {"CPU": labelled["CPU"]}, plain
+    ask = asks.scoring_ask(cfg)
+    assert ask.bundles == (labelled,) * cfg.scoring.num_actors, ask
 
 
 def test_reproduce_rayjob_runs_on_the_raycluster() -> None:

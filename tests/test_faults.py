@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 # Ray titles its worker processes after the task they run: "ray::<actor class>.<method>". Ray Data's actor
 # pools run the map function in MapWorker(MapBatches(<class>)).
-GENERATOR, FACTUAL_SCORER = "MapBatches(HFGenerator)).submit", "MapBatches(FactualScorer)).submit"
+GENERATOR, SCORER = "MapBatches(HFGenerator)).submit", "MapBatches(ScorerChain)).submit"
 TRAIN_WORKER = "ray::RayTrainWorker"
 
 
@@ -169,8 +169,8 @@ def test_killed_everywhere_and_rerun_equals_an_uninterrupted_run(tiny_align_run,
     job.wait_for("a response part", lambda: 1 <= job.parts("responses") < responses and _ray_procs(GENERATOR, job.proc))
     job.kill_worker(GENERATOR)
     job.wait_for("generation to finish", lambda: job.status("generate") == "done")
-    job.wait_for("a scorer at work", lambda: _ray_procs(FACTUAL_SCORER, job.proc))
-    job.kill_worker(FACTUAL_SCORER)
+    job.wait_for("a scorer at work", lambda: _ray_procs(SCORER, job.proc))
+    job.kill_worker(SCORER)
     job.wait_for("scoring to finish", lambda: job.status("score") == "done")
     job.wait_for("stage 1 training", lambda: job.training(1))
     job.kill_worker(TRAIN_WORKER)

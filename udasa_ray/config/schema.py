@@ -144,9 +144,10 @@ class ScoringConfig:
     factual: FactualConfig = field(default_factory=FactualConfig)
     value: ValueConfig = field(default_factory=ValueConfig)
     batch_size: int = 16  # prompt groups per scorer call
-    num_actors: int = 1  # per scorer
-    cpus_per_actor: float = 0.5
-    # Custom Ray resources each scorer actor asks for (as generation.actor_resources): a scorer node type's label.
+    # Scorer actors: each runs the three scorers in turn and asks for 3 x cpus_per_actor CPUs (and actor_resources).
+    num_actors: int = 1
+    cpus_per_actor: float = 0.5  # per scorer
+    # Custom Ray resources per scorer (as generation.actor_resources): a scorer node type's label.
     actor_resources: dict[str, float] = field(default_factory=dict)
     fusion_temperature: float = 1.0
     fusion_weights: list[float] | None = None  # fixed (sem, fact, val) weights instead of softmax
@@ -155,7 +156,7 @@ class ScoringConfig:
     # model error) before the step fails instead of going on with NaN scores. Empty responses do not count.
     max_error_rate: float = 0.1
     # Score while generating: one pipeline in which each finished generation batch goes on to scorer actors
-    # (all three scorers in one actor of 3 x cpus_per_actor), instead of the score step after the generate
+    # (the same scorer actors), instead of the score step after the generate
     # step. Pays off where generation and scoring have CPUs or nodes of their own (README: streaming).
     stream: bool = False
 

@@ -93,12 +93,11 @@ def judge_ask(jc: JudgeConfig, cache_dir: str, cpus: float, cpu: bool) -> Ask:
 
 
 def scoring_ask(cfg: Config) -> Ask:
-    """The three scorers' actor pools, all up at once (stages of one Ray Data pipeline)."""
+    """The scorer actors, all up at once (each runs the three scorers)."""
     from udasa_ray.score import step as score_step
 
-    pools = score_step.scorer_pools(cfg)
-    bundles = tuple(actor_resources(kwargs) for _, kwargs in pools for _ in range(kwargs["compute"].max_size))
-    return Ask(bundles, "PACK", 1)
+    pool = score_step.scorer_pool(cfg)
+    return Ask((actor_resources(pool),) * pool["compute"].max_size, "PACK", 1)
 
 
 def train_ask(cfg: Config) -> Ask:

@@ -74,7 +74,8 @@ def generation(name: str, cfg: Config, model: str, requests: int, new_tokens: in
 
 
 def scoring(name: str, cfg: Config, responses: int) -> Step:
-    """The three scorers' actor pools on CPUs over `responses` responses of a prompt's n."""
+    """The scorer actors on CPUs over `responses` responses of a prompt's n: each runs the three scorers in turn
+    on all its CPUs."""
     s, n, new = cfg.scoring, cfg.generation.n, cfg.generation.max_new_tokens
     prompts = responses / n
     pairs = prompts * (n * (n - 1) if s.factual.mode == "cross_response" else n)
@@ -90,11 +91,14 @@ def scoring(name: str, cfg: Config, responses: int) -> Step:
         shapes = [(_shape(cfg, m), t) for m, t in work]
         if len(shapes) < 3 or any(sh is None for sh, _ in shapes):
             return None  # a bundled or rule-based scorer: not estimated
-        return max(estimate.cpu_forward_s(sh, t, s.num_actors * s.cpus_per_actor) for sh, t in shapes)
+        from udasa_ray.score.step import scorer_asks
+
+        cpus = s.num_actors * scorer_asks(s)["num_cpus"]
+        return sum(estimate.cpu_forward_s(sh, t, cpus) for sh, t in shapes)
 
     what = ", ".join(x for x in (s.semantic.model, s.factual.model if s.factual.backend != "aegis_onnx" else "aegis",
                                  s.value.model or s.value.backend) if x)
-    return Step(name, f"{what}; {s.num_actors} actors each", asks.scoring_ask(cfg), seconds=seconds,
+    return Step(name, f"{what}; {s.num_actors} scorer actors", asks.scoring_ask(cfg), seconds=seconds,
                 cpu_llm=policy if policy and policy.decoder else None)
 
 

@@ -1,4 +1,4 @@
-"""The score step: responses/ -> scores/, three scorer actor pools on Ray Data, then fusion.
+"""The score step: responses/ -> scores/, scorer actors on Ray Data (each runs the three scorers), then fusion.
 
 Rows travel as prompt groups (a prompt and its N responses), since semantic and cross-response
 scores need the whole group. Finished groups are written as Parquet parts; a rerun of a killed
@@ -78,17 +78,32 @@ def explode(groups: list[dict], temperature: float, weights: list[float] | None)
     return pa.Table.from_pylist(rows, schema=SCORE_SCHEMA)
 
 
-def scorer_pools(cfg: Config) -> list[tuple[type, dict[str, Any]]]:
-    """The score step's actor pools in order: each scorer class with its `Dataset.map_batches`
-    arguments (what it asks of the cluster included)."""
+class ScorerChain:
+    """The three scorers in one Ray actor, their backends built once and shared (a policy_judge loads the policy
+    once): one process to start and one set of imports per actor, and no batch waits between scorers."""
+
+    def __init__(self, cfg: Config) -> None:
+        shared: dict = {}
+        self.scorers = [scorer(cfg.scoring, cfg.models, shared, cfg.generation.prompt_template) for scorer in SCORERS]
+
+    def __call__(self, groups: pa.Table) -> pa.Table:
+        for scorer in self.scorers:
+            groups = scorer(groups)
+        return groups
+
+
+def scorer_asks(scoring: ScoringConfig) -> dict[str, Any]:
+    """What one scorer actor asks of the cluster: what the three scorers would ask on their own."""
+    return {"num_cpus": scoring.cpus_per_actor * len(SCORERS),
+            "resources": {k: v * len(SCORERS) for k, v in scoring.actor_resources.items()}}
+
+
+def scorer_pool(cfg: Config) -> dict[str, Any]:
+    """The score step's `Dataset.map_batches` arguments: `scoring.num_actors` ScorerChain actors."""
     import ray
 
-    scoring = cfg.scoring
-    return [(scorer, {"fn_constructor_kwargs": {"scoring": scoring, "models": cfg.models,
-                                                "prompt_template": cfg.generation.prompt_template},
-                      "batch_size": scoring.batch_size, "batch_format": "pyarrow", "num_cpus": scoring.cpus_per_actor,
-                      "resources": dict(scoring.actor_resources),
-                      "compute": ray.data.ActorPoolStrategy(size=scoring.num_actors)}) for scorer in SCORERS]
+    return {"fn_constructor_kwargs": {"cfg": cfg}, "batch_size": cfg.scoring.batch_size, "batch_format": "pyarrow",
+            "compute": ray.data.ActorPoolStrategy(size=cfg.scoring.num_actors), **scorer_asks(cfg.scoring)}
 
 
 def score(cfg: Config, run: RunDir, resume: bool = False) -> dict:
@@ -118,8 +133,7 @@ def score_runs(cfg: Config, runs: list[tuple[RunDir, bool]]) -> list[dict]:
         size = scoring.batch_size
         blocks = [pa.Table.from_pylist(groups[i : i + size]) for i in range(0, len(groups), size)]
         ds = ray.data.from_arrow(blocks)
-        for scorer, kwargs in scorer_pools(cfg):
-            ds = ds.map_batches(scorer, **kwargs)
+        ds = ds.map_batches(ScorerChain, **scorer_pool(cfg))
         n_resp = sum(len(g["response"]) for g in groups)
         with tqdm(total=n_resp, desc="score", unit="resp", dynamic_ncols=True) as bar:
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -168,19 +182,6 @@ def score_step(cfg: Config, run: RunDir, force: bool = False) -> dict:
     return stats
 
 
-class ScorerChain:
-    """The three scorers in one Ray actor, backends built once and shared: the streamed step's scorer."""
-
-    def __init__(self, cfg: Config) -> None:
-        shared: dict = {}
-        self.scorers = [scorer(cfg.scoring, cfg.models, shared, cfg.generation.prompt_template) for scorer in SCORERS]
-
-    def score(self, groups: pa.Table) -> pa.Table:
-        for scorer in self.scorers:
-            groups = scorer(groups)
-        return groups
-
-
 def generate_and_score(cfg: Config, run: RunDir) -> dict:
     """Generate the responses of the prompts that have none on disk and score them as they come:
     each finished generation batch is written to responses/, its whole prompts are grouped and
@@ -200,16 +201,14 @@ def generate_and_score(cfg: Config, run: RunDir) -> dict:
     if not requests:
         return {}
     init_ray(cfg.ray)
-    chain_cpus = scoring.cpus_per_actor * len(SCORERS)
-    need = gen.num_actors * gen.cpus_per_actor + scoring.num_actors * chain_cpus
+    asks = scorer_asks(scoring)
+    need = gen.num_actors * gen.cpus_per_actor + scoring.num_actors * asks["num_cpus"]
     have = ray.cluster_resources().get("CPU", 0)
     if local_ray(cfg.ray) and need > have:  # else its actors would wait for each other's CPUs forever
         raise StepFailed(f"scoring.stream runs generation and scoring at once: {need:g} CPUs "
                          f"(generation.num_actors x cpus_per_actor + scoring.num_actors x 3 x cpus_per_actor) on a "
                          f"local Ray of {have:g} (ray.num_cpus); lower them or set scoring.stream: false")
-    # One chain asks for what the three scorers' actors would ask together.
-    chain = ray.remote(num_cpus=chain_cpus, resources={k: v * len(SCORERS) for k, v in scoring.actor_resources.items()}
-                       )(ScorerChain)
+    chain = ray.remote(**asks)(ScorerChain)
     pool = ActorPool([chain.remote(cfg) for _ in range(scoring.num_actors)])
     for out in ("responses", "scores"):
         (run / out).mkdir(exist_ok=True)
@@ -231,7 +230,7 @@ def generate_and_score(cfg: Config, run: RunDir) -> dict:
             score_bar.update(table.num_rows)
 
     def submit(groups: list[dict]) -> None:
-        pool.submit(lambda actor, t: actor.score.remote(t), pa.Table.from_pylist(groups))
+        pool.submit(lambda actor, t: actor.__call__.remote(t), pa.Table.from_pylist(groups))
 
     with gen_bar, score_bar:
         for rows, n_tokens, _ in generated(cfg, requests):
