@@ -141,15 +141,18 @@ def test_autoscaler_adds_workers_for_a_stage_and_removes_them_when_idle(tmp_path
          "generation.actor_resources={FAKE_GPU: 1}", f"models.cache_dir={model_cache}"],
         env={**env, "RAY_ADDRESS": address, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
+    # Each `ray status` is a Python start (1.5 CPU-s): polled every 5 s, and once more as the stage ends, within the
+    # 15 idle seconds in which its nodes stay up.
     peak, deadline = 0, time.time() + 600
     while stage.poll() is None and time.time() < deadline:
         peak = max(peak, _active(address, "fake_gpu_node", env))
-        time.sleep(2)
+        time.sleep(5)
     log = stage.communicate(timeout=60)[0]
+    peak = max(peak, _active(address, "fake_gpu_node", env))
     assert stage.returncode == 0, log[-4000:]
     assert pq.read_table(run / "responses").num_rows == 4
     assert peak == 2, f"the autoscaler started {peak} fake GPU nodes for 2 actors"
     deadline = time.time() + 120
     while _active(address, "fake_gpu_node", env) and time.time() < deadline:
-        time.sleep(3)
+        time.sleep(5)
     assert _active(address, "fake_gpu_node", env) == 0, "idle workers were not removed"
