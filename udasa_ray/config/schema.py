@@ -155,9 +155,9 @@ class ScoringConfig:
     # The share of responses whose scoring may fail in a backend (an endpoint's 401/429, a dead URL, a
     # model error) before the step fails instead of going on with NaN scores. Empty responses do not count.
     max_error_rate: float = 0.1
-    # Score while generating: one pipeline in which each finished generation batch goes on to scorer actors
-    # (the same scorer actors), instead of the score step after the generate
-    # step. Pays off where generation and scoring have CPUs or nodes of their own (README: streaming).
+    # Score while generating: one pipeline in which each finished generation batch goes on to the scorer actors,
+    # instead of the score step after the generate step. Pays off where generation and scoring have CPUs or nodes
+    # of their own (docs/pipeline.md, "Streaming generation into scoring").
     stream: bool = False
 
 
