@@ -2,10 +2,10 @@
 with no Ray, back to back; per step, both walls and their ratio.
 
 In this process, from the job's own run: generation with the generate step's actor class (HFGenerator) on
-the same request batches; scoring with the three scorers on the same prompt groups and batches; phased DPO
-with the train step's stage jobs and trainer, stage after stage; the held-out check's two sides (the base
-and the job's aligned policy answer the held-out prompts, the scorers score them). Model loads count on
-both sides. What the job adds is Ray's start, actor processes, Ray Train's worker group, checkpoint
+the same request batches; scoring with the score step's actor class (ScorerChain) on the same prompt groups
+and batches; phased DPO with the train step's stage jobs and trainer, stage after stage; the held-out check's
+two sides (the base and the job's aligned policy answer the held-out prompts, the scorers score them). Model
+loads count on both sides. What the job adds is Ray's start, actor processes, Ray Train's worker group, checkpoint
 publication, part files and the manifest. Ingest, pairs and the report are the same code either way and are
 left out of the sum; the job's wall is its whole run.
 
@@ -63,17 +63,13 @@ def generate(cfg: Config, prompts: list[dict]) -> pa.Table:
 
 
 def score(cfg: Config, responses: pa.Table) -> None:
-    """The score step's work without Ray: the three scorers, one after another, on its prompt groups."""
-    from udasa_ray.score.scorers import SCORERS
-    from udasa_ray.score.step import group_responses
+    """The score step's work without Ray: its scorer actor's class, in this process, on its prompt groups."""
+    from udasa_ray.score.step import ScorerChain, group_responses
 
     groups = group_responses(responses)
-    shared: dict = {}
-    scorers = [s(cfg.scoring, cfg.models, shared, cfg.generation.prompt_template) for s in SCORERS]
+    chain = ScorerChain(cfg)
     for i in range(0, len(groups), cfg.scoring.batch_size):
-        batch = pa.Table.from_pylist(groups[i : i + cfg.scoring.batch_size])
-        for s in scorers:
-            batch = s(batch)
+        chain(pa.Table.from_pylist(groups[i : i + cfg.scoring.batch_size]))
 
 
 def train(cfg: Config, job_run: RunDir, tmp: Path) -> str:
