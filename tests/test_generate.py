@@ -1,5 +1,7 @@
 import math
 import re
+import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -118,6 +120,41 @@ def test_killed_run_resumes_only_missing_rows(tmp_path, model_cache, ray_local, 
     assert "skipped" in capsys.readouterr().out
     stats = run_pipeline(_cfg(model_cache, "generation.batch_size=1", "generation.n=3"), run, "generate")["generate"]
     assert stats["generated_this_run"] == 6 and stats["responses"] == 6
+
+
+def test_the_driver_receives_each_batch_as_its_actor_finishes_it(tmp_path, ray_local):
+    """What a step writes as part files is what its actors have finished, not one batch less: the single actor's
+    last call cannot end before the driver has received the batch before it. (Ray Data can hold a pipeline's
+    first block back for a while when it has not yet sized its output budget, so the first calls run freely.)"""
+    import pyarrow as pa
+    import ray
+
+    from udasa_ray.ray_utils import data_context, finished_batches
+
+    class WaitsForTheDriver:  # defined here so that Ray pickles it by value (workers cannot import this module)
+        """The last call waits until the driver has recorded receiving the batch before it."""
+
+        def __init__(self, folder: str) -> None:
+            self.folder = Path(folder)
+
+        def __call__(self, batch: dict) -> dict:
+            k = int(batch["k"][0])
+            deadline = time.monotonic() + 30
+            while k == 3 and not (self.folder / str(k - 1)).exists():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the driver had not received batch {k - 1} when the actor finished it")
+                time.sleep(0.05)
+            return batch
+
+    data_context()
+    ds = ray.data.from_arrow([pa.table({"k": [k]}) for k in range(4)]).map_batches(
+        WaitsForTheDriver, fn_constructor_kwargs={"folder": str(tmp_path)}, batch_size=None,
+        compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.5)
+    received = []
+    for batch in finished_batches(ds):
+        received.append(batch["k"][0].as_py())
+        (tmp_path / str(received[-1])).touch()
+    assert received == [0, 1, 2, 3]
 
 
 def test_tokens_per_second_is_reported(first_run):

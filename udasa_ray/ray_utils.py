@@ -62,6 +62,13 @@ def data_context(preserve_order: bool = True):
     return ctx
 
 
+def finished_batches(ds):  # noqa: ANN001, ANN201
+    """`ds`'s output blocks as Arrow tables, each as soon as its actor call is done. Ray Data's default
+    prefetch holds a finished block back until the next one is done too, which would keep the driver's
+    part files and progress bar one batch behind the actors (and a kill would lose that batch)."""
+    return ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0)
+
+
 def actor_seconds(batch, column: str) -> float | None:  # noqa: ANN001
     """The seconds the actor calls behind one output batch took, from the `column` each call fills
     with its own time (a batch can hold rows of more than one call)."""

@@ -21,7 +21,7 @@ from udasa_ray.config import Config
 from udasa_ray.generate.requests import build_requests, split_listwise
 from udasa_ray.models import resolve
 from udasa_ray.parts import read_parts, write_part
-from udasa_ray.ray_utils import actor_seconds, data_context, init_ray, warm_up
+from udasa_ray.ray_utils import actor_seconds, data_context, finished_batches, init_ray, warm_up
 from udasa_ray.runs import RunDir, Step
 
 RESPONSE_SCHEMA = pa.schema([
@@ -95,7 +95,7 @@ def generated(cfg: Config, requests: list[dict]):
     gen = cfg.generation
     block_rows = gen.batch_size if gen.backend == "hf" else gen.vllm.batch_size
     ds = _apply_backend(_request_dataset(requests, block_rows), cfg)
-    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+    for batch in finished_batches(ds):
         rows = batch.select(BACKEND_COLUMNS).to_pylist()
         tokens = sum(r["n_tokens"] for r in rows)
         actor_s = actor_seconds(batch, "batch_s")

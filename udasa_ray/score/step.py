@@ -25,7 +25,7 @@ from udasa_ray.errors import StepFailed
 from udasa_ray.generate.requests import build_requests
 from udasa_ray.generate.step import RESPONSE_SCHEMA, generated, read_responses
 from udasa_ray.parts import read_parts, write_part
-from udasa_ray.ray_utils import actor_seconds, data_context, init_ray, local_ray, warm_up
+from udasa_ray.ray_utils import actor_seconds, data_context, finished_batches, init_ray, local_ray, warm_up
 from udasa_ray.runs import RunDir, Step
 from udasa_ray.score.fusion import fuse, fusion_weights
 from udasa_ray.score.scorers import SCORERS, backend_failed
@@ -136,7 +136,7 @@ def score_runs(cfg: Config, runs: list[tuple[RunDir, bool]]) -> list[dict]:
         ds = ds.map_batches(ScorerChain, **scorer_pool(cfg))
         n_resp = sum(len(g["response"]) for g in groups)
         with tqdm(total=n_resp, desc="score", unit="resp", dynamic_ncols=True) as bar:
-            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for batch in finished_batches(ds):
                 rows = batch.to_pylist()
                 for i in dict.fromkeys(r["run"] for r in rows):
                     table = explode([r for r in rows if r["run"] == i], scoring.fusion_temperature,
