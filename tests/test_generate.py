@@ -124,8 +124,8 @@ def test_killed_run_resumes_only_missing_rows(tmp_path, model_cache, ray_local, 
 
 def test_the_driver_receives_each_batch_as_its_actor_finishes_it(tmp_path, ray_local):
     """What a step writes as part files is what its actors have finished, not one batch less: the single actor's
-    last call cannot end before the driver has received the batch before it. (Ray Data can hold a pipeline's
-    first block back for a while when it has not yet sized its output budget, so the first calls run freely.)"""
+    last call cannot end before the driver has received the batch before it. (Ray Data sometimes holds a pipeline's
+    first block back until the second is done, so the first calls run freely.)"""
     import pyarrow as pa
     import ray
 
