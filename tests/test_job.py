@@ -35,9 +35,6 @@ def test_align_job_runs_the_whole_pipeline(tiny_align_run):
     trained = [line for line in r.stdout.splitlines() if line.startswith("[train] stage") and "->" in line]
     assert len(trained) == 3  # 1, 1 and 2 of the 4 pairs: Δu's rank cut at 0.4 and 0.7
     assert f"aligned policy: {run.resolve() / 'train'}" in r.stdout and f"done in {run.resolve()}" in r.stdout
-    # The local Ray runs without its dashboard: Ray Train's placement-group cleaner, which asks the dashboard's state
-    # API every second, keeps quiet about its absence.
-    assert "State API may be temporarily unavailable" not in r.stdout + r.stderr
     lines = r.stdout.splitlines()
     check = lines.index(next(line for line in lines if line.startswith("[check] 2 held-out prompts x 2 responses")))
     assert lines[check + 1].split()[:2] == ["base", "aligned"]

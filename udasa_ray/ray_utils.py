@@ -33,19 +33,10 @@ def init_ray(cfg: RayConfig) -> None:
     # A local Ray needs no auth token, and must listen on loopback only.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    # Without the dashboard there is no state API, which Ray Train's placement-group cleaner asks every second whether
-    # the run's controller lives: its workers keep that warning to themselves. (A local Ray ends with its job, and
-    # its placement groups with it.)
-    ray.init(num_cpus=cfg.num_cpus, include_dashboard=cfg.dashboard, dashboard_host="127.0.0.1",
-             _node_ip_address="127.0.0.1", configure_logging=True, logging_level="WARNING",
-             runtime_env=None if cfg.dashboard else {"worker_process_setup_hook": "udasa_ray.ray_utils.no_state_api"},
+    # The dashboard serves the state API that Ray Train and Tune use to clean up after themselves.
+    ray.init(num_cpus=cfg.num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
+             configure_logging=True, logging_level="WARNING",
              _system_config={"num_workers_soft_limit": (cfg.num_cpus or os.cpu_count() or 1) + IDLE_WORKERS_KEPT})
-
-
-def no_state_api() -> None:
-    """A local Ray worker's start when the dashboard is off: Ray Train's cleaner does not warn that the state API is
-    missing."""
-    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
 
 
 T = TypeVar("T")

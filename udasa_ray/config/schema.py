@@ -362,8 +362,6 @@ class RayConfig:
     # None: join RAY_ADDRESS if set, else start a local Ray.
     address: str | None = None
     num_cpus: int | None = None
-    # A local Ray's dashboard (http://127.0.0.1:8265): its processes took 13% of a small job's CPU.
-    dashboard: bool = False
 
 
 @dataclass
