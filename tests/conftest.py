@@ -1,5 +1,6 @@
-"""Shared fixtures: one local Ray and one base-model stand-in per test process, one bundled-model cache and one
-finished tiny align run per run of the suite; the repository root and the helpers that launch jobs.
+"""Shared fixtures: a local Ray for each run of tests that need one, one base-model stand-in per test process, one
+bundled-model cache and one finished tiny align run per run of the suite; the repository root and the helpers that
+launch jobs.
 
 Tiers: a test that uses a model or Ray through these fixtures is marked `slow` here; tests that load a
 model or start Ray otherwise carry the mark themselves. `make test-fast` runs the rest.
@@ -43,7 +44,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
     rank = {name: i for i, name in enumerate(COSTLY_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a module's own order is kept
+    # Stable: a module keeps its own order, except that its tests on the in-process Ray come first, one after the
+    # other, so that the Ray is started once per module (see ray_local).
+    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), str(item.path), not _uses_ray(item)))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -98,14 +101,30 @@ def base_model(model_cache, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def ray_local():
-    import ray
+    """A local Ray in the test process, as `init_ray` starts it for a job. The hooks below start it before the
+    setup of a test that asks for it (module-scoped fixtures use it too) and shut it down after the last of a run
+    of such tests: an idle local Ray (GCS, raylet, dashboard, idle workers) keeps about a tenth of a core busy, and
+    the tests in between start jobs with a Ray of their own."""
 
-    from udasa_ray.config import RayConfig
-    from udasa_ray.ray_utils import init_ray
 
-    init_ray(RayConfig(num_cpus=2))
-    yield
-    ray.shutdown()
+def _uses_ray(item: pytest.Item | None) -> bool:
+    return item is not None and "ray_local" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if _uses_ray(item):
+        from udasa_ray.config import RayConfig
+        from udasa_ray.ray_utils import init_ray
+
+        init_ray(RayConfig(num_cpus=2))  # nothing to do while it runs
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized() and not _uses_ray(nextitem):
+        ray.shutdown()
 
 
 ROOT = Path(__file__).resolve().parent.parent
