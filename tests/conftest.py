@@ -103,8 +103,9 @@ def base_model(model_cache, tmp_path_factory) -> str:
 def ray_local():
     """A local Ray in the test process, as `init_ray` starts it for a job. The hooks below start it before the
     setup of a test that asks for it (module-scoped fixtures use it too) and shut it down after the last of a run
-    of such tests: an idle local Ray (GCS, raylet, dashboard, idle workers) keeps about a tenth of a core busy, and
-    the tests in between start jobs with a Ray of their own."""
+    of such tests (a Ray that a test started in this process without asking is shut down after it as well): an
+    idle local Ray (GCS, raylet, dashboard, idle workers) keeps about a tenth of a core busy, and the tests in
+    between start jobs with a Ray of their own."""
 
 
 def _uses_ray(item: pytest.Item | None) -> bool:
@@ -117,7 +118,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         from udasa_ray.config import RayConfig
         from udasa_ray.ray_utils import init_ray
 
-        init_ray(RayConfig(num_cpus=2))  # nothing to do while it runs
+        init_ray(RayConfig(num_cpus=2))  # returns at once while one runs
 
 
 @pytest.hookimpl(trylast=True)
