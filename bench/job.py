@@ -4,10 +4,11 @@ with no Ray, back to back; per step, both walls and their ratio.
 In this process, from the job's own run: generation with the generate step's actor class (HFGenerator) on
 the same request batches; scoring with the score step's actor class (ScorerChain) on the same prompt groups
 and batches; phased DPO with the train step's stage jobs and trainer, stage after stage; the held-out check's
-two sides (the base and the job's aligned policy answer the held-out prompts, the scorers score them). Model
-loads count on both sides. What the job adds is Ray's start, actor processes, Ray Train's worker group, checkpoint
-publication, part files and the manifest. Ingest, pairs and the report are the same code either way and are
-left out of the sum; the job's wall is its whole run.
+two sides (the base and the job's aligned policy answer the held-out prompts, the scorers score them) and its
+comparison (relevance embeddings, bootstrap intervals) on the job's own answers. Model loads count on both sides.
+What the job adds is Ray's start, actor processes, Ray Train's worker group, checkpoint publication, part files
+and the manifest. Ingest, pairs and the report are the same code either way and are left out of the sum; the
+job's wall is its whole run.
 
     python bench/job.py [--config configs/tiny-cpu.yaml] [--out docs/results/job.json] [overrides ...]
 """
@@ -30,7 +31,9 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from udasa_ray.check.step import compare_answers  # noqa: E402
 from udasa_ray.config import Config, load_config  # noqa: E402
+from udasa_ray.generate.step import read_responses  # noqa: E402
 from udasa_ray.models import cpu_kind  # noqa: E402
 from udasa_ray.runs import RunDir  # noqa: E402
 
@@ -72,8 +75,8 @@ def score(cfg: Config, responses: pa.Table) -> None:
         chain(pa.Table.from_pylist(groups[i : i + cfg.scoring.batch_size]))
 
 
-def train(cfg: Config, job_run: RunDir, tmp: Path) -> str:
-    """The train step's stage jobs, trained in this process in order; returns the last stage's checkpoint."""
+def train(cfg: Config, job_run: RunDir, tmp: Path, seconds: list[float]) -> None:
+    """The train step's stage jobs, trained in this process in order; appends each stage's own seconds."""
     from udasa_ray.train.dpo import train_stage
     from udasa_ray.train.step import stage_job, stage_plan
 
@@ -86,8 +89,7 @@ def train(cfg: Config, job_run: RunDir, tmp: Path) -> str:
         job = stage_job(cfg, run, stage, index, index == len(stages), start, base, eval_ids,
                         budget=budgets[index - 1])
         start = str(run / "train" / f"stage_{stage['stage']}")
-        train_stage(dataclasses.replace(job, tracking=None, report_to="none"), start, shared)
-    return start
+        seconds.append(train_stage(dataclasses.replace(job, tracking=None, report_to="none"), start, shared)["seconds"])
 
 
 def step_walls(run: RunDir) -> dict[str, float]:
@@ -122,12 +124,17 @@ def main() -> int:
         responses: list[pa.Table] = []
         own["generate"] = timed(lambda: responses.append(generate(cfg, prompts)))
         own["score"] = timed(lambda: score(cfg, responses[0]))
-        own["train"] = timed(lambda: train(cfg, job_run, tmp))
+        stage_s: list[float] = []
+        own["train"] = timed(lambda: train(cfg, job_run, tmp, stage_s))
 
         def check() -> None:
             for policy in (cfg.models.policy, aligned):
                 side = dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, policy=policy))
                 score(cfg, generate(side, heldout))
+            # The comparison (relevance embeddings, bootstrap intervals), on the job's own answers and scores.
+            compare_answers(cfg, {side: (RunDir(job_run / "heldout" / side),
+                                         read_responses(job_run / "heldout" / side / "responses"))
+                                  for side in ("base", "aligned")})
 
         own["check"] = timed(check)
     own["whole job"] = sum(own.values())
@@ -135,12 +142,18 @@ def main() -> int:
     print("| step | jobs/align.py s | in one process, no Ray s | ratio |\n|---|---:|---:|---:|")
     for k in ("generate", "score", "train", "check", "whole job"):
         print(f"| {k} | {job[k]:.1f} | {own[k]:.1f} | {job[k] / own[k]:.2f}x |")
+    ratio = job["whole job"] / own["whole job"]
+    print(f"whole job / in-process sum: {ratio:.3f} (goal at most 1.25: {'met' if ratio <= 1.25 else 'not met'})")
     warm = {k: stats[k]["stats"].get("first_batch_ratio") for k in ("generate", "score")}
+    job_stage_s = [stats[f"train_stage_{i}"]["stats"]["seconds"] for i in range(1, len(stage_s) + 1)]
+    print(f"training stages, their own seconds (construction included): the job's worker {job_stage_s}, "
+          f"in one process {[round(x, 1) for x in stage_s]}")
     print(f"first-batch ratio in the job's actors (per row, over the later batches' median): {warm}")
     if a.out:
         Path(a.out).write_text(json.dumps({"machine": cpu_kind(), "config": a.config,
                                            "overrides": a.overrides, "job_s": job, "in_process_s": own,
-                                           "first_batch_ratio": warm}, indent=2))
+                                           "first_batch_ratio": warm,
+                                           "stage_s": {"job": job_stage_s, "in_process": stage_s}}, indent=2))
     return 0
 
 

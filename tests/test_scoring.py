@@ -18,7 +18,7 @@ from udasa_ray.pipeline import run_pipeline
 from udasa_ray.runs import RunDir
 from udasa_ray.score import backends
 from udasa_ray.score.scorers import FactualScorer, SemanticScorer, ValueScorer, score_robust
-from udasa_ray.score.step import SCORE_SCHEMA
+from udasa_ray.score.step import SCORE_SCHEMA, ScorerChain
 
 GROUP = {
     "prompt_id": "p1", "prompt": "What is the capital of Australia?", "sample_idx": [0, 1, 2, 3],
@@ -77,6 +77,21 @@ def test_semantic_scorer_flags_the_odd_response(model_cache, shared):
     assert max(para) + 0.5 < min(unrelated)
     assert rows[1]["u_sem_group"] + 0.1 < rows[0]["u_sem_group"] < rows[2]["u_sem_group"] - 0.1
     assert rows[3]["err_sem"] == ["semantic: fewer than 2 non-empty responses", "semantic: empty response"]
+
+
+@pytest.mark.timeout(120)
+def test_a_scorer_actor_uses_every_cpu_it_asks_for(model_cache):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # what Ray gives an actor of 1.5 CPUs (the default's 3 scorers x 0.5)
+        ScorerChain(_cfg(model_cache))
+        assert torch.get_num_threads() == 2
+        ScorerChain(_cfg(model_cache, "scoring.cpus_per_actor=0.3"))  # 0.9 CPUs: one thread
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 # Known pairs for the bundled NLI model: a hypothesis the premise entails, one it contradicts, and

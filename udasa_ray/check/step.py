@@ -138,27 +138,33 @@ def heldout_check(cfg: Config, run: RunDir, force: bool = False) -> dict[str, An
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from udasa_ray.score.backends import Embedder
-
     trained = run.step("train")["stats"]
-    embed = Embedder(cfg.scoring.semantic.model, cfg.models.cache_dir)
     answered = answer_sides(cfg, run, [("base", cfg.models.policy, ""),
                                        ("aligned", trained["aligned"], trained["aligned_hash"])], force)
-    rows, sides = {}, {}
-    for side, (sub, responses) in answered.items():
-        rows[side] = _side_rows(sub, responses, embed)
-        sides[side] = per_prompt(rows[side], cfg.scoring.unsafe_threshold)
-    prompts = len(sides["base"]["U"])
-    result: dict[str, Any] = {"prompts": prompts, "responses_per_prompt": cfg.generation.n,
-                              **compare_sides(sides["base"], sides["aligned"], cfg.eval.bootstrap, cfg.data.seed)}
-    result["length_matched"] = length_matched(rows["base"] + rows["aligned"], sides["base"], sides["aligned"],
-                                              cfg.eval.bootstrap, cfg.data.seed)
+    result, sides = compare_answers(cfg, answered)
     (run / "heldout" / "summary.json").write_text(json.dumps(result, indent=2))
     pq.write_table(pa.Table.from_pylist([{"side": side, "prompt_id": pid,
                                           **{m: sides[side][m][pid] for m in CHECK_METRICS}}
                                          for side in sides for pid in sides[side]["U"]]),
                    run / "heldout" / "per_prompt.parquet")
-    return {"prompts": prompts, "responses_per_prompt": cfg.generation.n}
+    return {"prompts": result["prompts"], "responses_per_prompt": cfg.generation.n}
+
+
+def compare_answers(cfg: Config, answered: dict[str, tuple[RunDir, pa.Table]]
+                    ) -> tuple[dict[str, Any], dict[str, dict[str, dict[str, float]]]]:
+    """The check's summary of answer_sides' base and aligned sides, and each side's per-prompt metrics."""
+    from udasa_ray.score.backends import Embedder
+
+    embed = Embedder(cfg.scoring.semantic.model, cfg.models.cache_dir)
+    rows, sides = {}, {}
+    for side, (sub, responses) in answered.items():
+        rows[side] = _side_rows(sub, responses, embed)
+        sides[side] = per_prompt(rows[side], cfg.scoring.unsafe_threshold)
+    result: dict[str, Any] = {"prompts": len(sides["base"]["U"]), "responses_per_prompt": cfg.generation.n,
+                              **compare_sides(sides["base"], sides["aligned"], cfg.eval.bootstrap, cfg.data.seed)}
+    result["length_matched"] = length_matched(rows["base"] + rows["aligned"], sides["base"], sides["aligned"],
+                                              cfg.eval.bootstrap, cfg.data.seed)
+    return result, sides
 
 
 def answer_sides(cfg: Config, run: RunDir, sides: list[tuple[str, str, str]], force: bool = False

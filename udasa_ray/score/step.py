@@ -83,6 +83,11 @@ class ScorerChain:
     once): one process to start and one set of imports per actor, and no batch waits between scorers."""
 
     def __init__(self, cfg: Config) -> None:
+        import torch
+
+        # Ray gives an actor floor(its CPUs) threads, 1 for the default's 1.5; the scorers run one after another, so
+        # each gets every CPU the actor asked for, rounded up.
+        torch.set_num_threads(max(1, math.ceil(scorer_asks(cfg.scoring)["num_cpus"])))
         shared: dict = {}
         self.scorers = [scorer(cfg.scoring, cfg.models, shared, cfg.generation.prompt_template) for scorer in SCORERS]
 
